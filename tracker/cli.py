@@ -1,0 +1,175 @@
+"""Command line: parse, load config, call the library, map errors to statuses.
+
+Exit statuses (a contract): 0 ok, 1 work failed, 2 usage or config error,
+3 refused by a safety check.  No SQL and no boto3 here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Callable, NoReturn
+
+import click
+
+from tracker import config as config_mod
+from tracker.dumper import Dumper, TableOutcome
+from tracker.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TrackerError, UsageError
+from tracker.names import parse_table_name
+from tracker.reader import cat as cat_object
+
+log = logging.getLogger("tracker")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; unwinds like KeyboardInterrupt so every upload aborts."""
+
+
+def _on_sigterm(signum: int, frame: object) -> NoReturn:
+    raise Terminated()
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    # botocore's own INFO/DEBUG lines are noise to a DBA unless asked for.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    click.echo(f"tracker: error: {message}", err=True)
+    sys.exit(status)
+
+
+def _guarded(action: Callable[[], int]) -> NoReturn:
+    """Run a command body; every failure becomes one line and a status."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        status = action()
+    except TrackerError as exc:
+        _fail(str(exc), exc.exit_status)
+    except (KeyboardInterrupt, Terminated):
+        _fail("interrupted; nothing unfinished was committed", EXIT_FAILED)
+    sys.exit(status)
+
+
+def parse_date(value: str | None, today: dt.date) -> dt.date:
+    """``--date``: default yesterday (UTC); today or later is refused."""
+    if value is None:
+        return today - dt.timedelta(days=1)
+    try:
+        date = dt.date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--date {value!r} is not a date in YYYY-MM-DD form") from None
+    if date >= today:
+        raise UsageError(f"--date {value}: only days before today (UTC, {today}) can be dumped")
+    return date
+
+
+def _utc_today() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH", help="Config file [default: $TRACKER_CONFIG or /etc/tracker/config.yaml].")
+@click.option("-v", "--verbose", count=True, help="More log output (repeat for more).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(package_name="tracker")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) -> None:
+    """Copy MySQL/MariaDB tables from a replica to object storage.
+
+    Exit status: 0 ok, 1 some work failed, 2 usage or config error,
+    3 refused by a safety check.
+    """
+    _setup_logging(verbose, quiet)
+    ctx.obj = config_mod.resolve_path(config_path, os.environ)
+
+
+def _load_config(ctx: click.Context) -> config_mod.Config:
+    return config_mod.load(ctx.obj)
+
+
+@cli.command()
+@click.argument("tables", nargs=-1, required=True, metavar="DB.TABLE...")
+@click.option("--date", "date_text", metavar="YYYY-MM-DD", help="Dataset date [default: yesterday, UTC].")
+@click.option("--force", is_flag=True, help="Replace a dataset that is already complete.")
+@click.pass_context
+def dump(ctx: click.Context, tables: tuple[str, ...], date_text: str | None, force: bool) -> None:
+    """Dump one or a few tables now (manual backfill).
+
+    Each table lands as a complete dataset under
+    NAMESPACE/DB/TABLE/dt=DATE/ with _SUCCESS written last.  A complete
+    dataset is left alone unless --force.  Name tables as DB.TABLE; quote a
+    part containing dots with backticks: `my.db`.events.
+
+    \b
+    Examples:
+      tracker dump shop.orders
+      tracker dump shop.orders shop.customers --date 2026-11-20 --force
+    """
+
+    def body() -> int:
+        names = [parse_table_name(t) for t in tables]
+        date = parse_date(date_text, _utc_today())
+        config = _load_config(ctx)
+        outcomes = Dumper(config, threading.Event()).dump(names, date, force=force)
+        return _report(outcomes)
+
+    _guarded(body)
+
+
+def _report(outcomes: list[TableOutcome]) -> int:
+    for outcome in outcomes:
+        line = f"{outcome.status} {outcome.db}.{outcome.table}"
+        if outcome.status == "done":
+            line += f" rows={outcome.rows} units={len(outcome.units)}"
+        if outcome.error:
+            line += f": {outcome.error}"
+        click.echo(line)
+    return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else EXIT_OK
+
+
+@cli.command(name="cat")
+@click.argument("url")
+@click.option("--format", "fmt", type=click.Choice(["raw", "jsonl"]), default="raw", show_default=True, help="raw: the stored text format; jsonl: one JSON object per row.")
+@click.pass_context
+def cat_command(ctx: click.Context, url: str, fmt: str) -> None:
+    """Decode one data object to stdout.
+
+    URL is s3://BUCKET/KEY or file:///PATH.  The S3 endpoint comes from the
+    config file when there is one.
+
+    \b
+    Examples:
+      tracker cat s3://dumps/main/shop/orders/dt=2026-11-22/part-00000.tsv.lz4 | head
+      tracker cat --format jsonl file:///data/main/shop/orders/dt=2026-11-22/part-00000.tsv.lz4
+    """
+
+    def body() -> int:
+        s3 = config_mod.S3Config()
+        if ctx.obj != config_mod.DEFAULT_PATH or os.path.exists(ctx.obj):
+            s3 = _load_config(ctx).s3
+        cat_object(url, fmt, s3, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+
+    _guarded(body)
+
+
+def main() -> None:
+    """Console entry point; click's own usage errors exit with status 2."""
+    try:
+        cli.main(standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        raise SystemExit(EXIT_USAGE if code not in (0, 1, 2, 3, None) else code) from None

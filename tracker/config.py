@@ -1,0 +1,261 @@
+"""Typed configuration, built and validated once from YAML.
+
+Every component receives only its own slice (``MySQLConfig``, ``S3Config``,
+...).  Errors name the file, the key and what is wrong, in one line, and map
+to exit status 2.  Unknown keys are errors: a typo such as ``worker: 4``
+silently ignored is a misconfigured fleet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from tracker.errors import ConfigError
+
+DEFAULT_PATH = "/etc/tracker/config.yaml"
+COMPRESSIONS = ("lz4", "gzip", "none")
+SOURCES = ("auto", "fifo", "follow")
+SCHEMES = ("s3", "file")
+MIN_PART_MB = 5  # S3's minimum for every part but the last
+MAX_PART_MB = 5 * 1024
+
+
+@dataclass(frozen=True)
+class MySQLConfig:
+    """How to reach the local server."""
+
+    host: str = "127.0.0.1"
+    port: int = 3306
+    socket: str | None = None
+    user: str = "tracker"
+    password: str = field(default="", repr=False)
+    connect_timeout: int = 10
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Object-store client settings (credentials come from the AWS chain)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    part_size_mb: int = 16
+    upload_concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where datasets land: ``s3://bucket/prefix`` or ``file:///dir``."""
+
+    url: str
+    scheme: str
+    bucket: str  # empty for file://
+    prefix: str  # no leading or trailing slash; for file:// an absolute path
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of one host."""
+
+    path: str
+    namespace: str
+    mysql: MySQLConfig
+    outfile_dir: Path
+    destination: Destination
+    s3: S3Config
+    workers: int = 2
+    compression: str = "lz4"
+    source: str = "auto"
+
+
+# --- validation helpers -----------------------------------------------------
+
+
+class _Section:
+    """Reads typed values out of one mapping, naming ``file: key`` in errors."""
+
+    def __init__(self, path: str, data: Mapping[str, Any], prefix: str = "") -> None:
+        self.path = path
+        self.data = data
+        self.prefix = prefix
+        self.used: set[str] = set()
+
+    def name(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def fail(self, key: str, what: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {self.name(key)}: {what}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        self.used.add(key)
+        value = self.data.get(key, default)
+        if value is None:
+            return default
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # YAML booleans are ints to Python; never accept one for a number.
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(key, f"expected {_kind_name(kinds)}, got {value!r}")
+        if not isinstance(value, kinds):
+            raise self.fail(key, f"expected {_kind_name(kinds)}, got {value!r}")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.get(key, int, default)
+        if not low <= value <= high:
+            raise self.fail(key, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.get(key, str, default)
+        if value not in choices:
+            raise self.fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def section(self, key: str) -> "_Section":
+        value = self.get(key, dict, {})
+        return _Section(self.path, value, f"{self.name(key)}.")
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(set(self.data) - self.used, key=str)
+        if unknown:
+            raise self.fail(str(unknown[0]), "unknown key")
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {int: "an integer", str: "a string", dict: "a mapping", bool: "true or false"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+# --- sections ----------------------------------------------------------------
+
+
+def _mysql(section: _Section, base_dir: Path) -> MySQLConfig:
+    password = section.get("password", str, "")
+    password_file = section.get("password_file", str, None)
+    if password_file is not None:
+        if password:
+            raise section.fail("password_file", "give password or password_file, not both")
+        password = _read_secret(section, "password_file", base_dir / password_file)
+    config = MySQLConfig(
+        host=section.get("host", str, "127.0.0.1"),
+        port=section.integer("port", 3306, 1, 65535),
+        socket=section.get("socket", str, None),
+        user=section.get("user", str, "tracker"),
+        password=password,
+        connect_timeout=section.integer("connect_timeout", 10, 1, 3600),
+    )
+    section.reject_unknown()
+    return config
+
+
+def _read_secret(section: _Section, key: str, path: Path) -> str:
+    try:
+        return path.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise section.fail(key, f"cannot read {path}: {exc.strerror}") from None
+
+
+def _s3(section: _Section) -> S3Config:
+    config = S3Config(
+        endpoint_url=section.get("endpoint_url", str, None),
+        region=section.get("region", str, None),
+        part_size_mb=section.integer("part_size_mb", 16, MIN_PART_MB, MAX_PART_MB),
+        upload_concurrency=section.integer("upload_concurrency", 4, 1, 64),
+    )
+    section.reject_unknown()
+    return config
+
+
+def parse_destination(url: str) -> Destination:
+    """Split a destination URL; raises ``ValueError`` with the reason."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise ValueError(f"unsupported scheme in {url!r} (use s3://bucket/prefix or file:///dir)")
+    if scheme == "file":
+        if not rest.startswith("/"):
+            raise ValueError(f"file destination must be an absolute path, got {url!r}")
+        return Destination(url, "file", "", rest.rstrip("/") or "/")
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"missing bucket in {url!r}")
+    return Destination(url, "s3", bucket, prefix.strip("/"))
+
+
+def _destination(top: _Section) -> Destination:
+    url = top.get("destination", str, None)
+    if not url:
+        raise top.fail("destination", "missing (s3://bucket/prefix or file:///dir)")
+    try:
+        return parse_destination(url)
+    except ValueError as exc:
+        raise top.fail("destination", str(exc)) from None
+
+
+def _outfile_dir(top: _Section) -> Path:
+    value = top.get("outfile_dir", str, None)
+    if not value:
+        raise top.fail("outfile_dir", "missing (a directory inside the server's secure_file_priv)")
+    path = Path(value)
+    if not path.is_absolute():
+        raise top.fail("outfile_dir", f"must be an absolute path, got {value!r}")
+    if not path.is_dir():
+        raise top.fail("outfile_dir", f"{value} does not exist or is not a directory")
+    return path
+
+
+def _namespace(top: _Section) -> str:
+    value = top.get("namespace", str, None)
+    if not value:
+        raise top.fail("namespace", "missing (names this replica set in object keys)")
+    if "/" in value or value in (".", ".."):
+        raise top.fail("namespace", f"must not contain '/' or be '.' or '..', got {value!r}")
+    return value
+
+
+def build(path: str, data: Any) -> Config:
+    """Validate parsed YAML into a :class:`Config`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    top = _Section(path, data)
+    base_dir = Path(path).resolve().parent
+    config = Config(
+        path=path,
+        namespace=_namespace(top),
+        mysql=_mysql(top.section("mysql"), base_dir),
+        outfile_dir=_outfile_dir(top),
+        destination=_destination(top),
+        s3=_s3(top.section("s3")),
+        workers=top.integer("workers", 2, 1, 64),
+        compression=top.choice("compression", "lz4", COMPRESSIONS),
+        source=top.choice("source", "auto", SOURCES),
+    )
+    top.reject_unknown()
+    return config
+
+
+def load(path: str) -> Config:
+    """Read, parse and validate the config file at ``path``."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    return build(path, data)
+
+
+def resolve_path(option: str | None, environ: Mapping[str, str]) -> str:
+    """``--config`` wins, then ``$TRACKER_CONFIG``, then the default path."""
+    return option or environ.get("TRACKER_CONFIG") or DEFAULT_PATH
+
+

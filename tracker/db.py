@@ -1,0 +1,123 @@
+"""Connections to MySQL/MariaDB and the few facts tracker needs about a server.
+
+Identifiers are only ever put into SQL through :func:`quote_ident`; values
+only as query parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pymysql
+import pymysql.cursors
+
+from tracker.config import MySQLConfig
+from tracker.errors import DumpFailed
+
+log = logging.getLogger(__name__)
+
+
+def quote_ident(name: str) -> str:
+    """Quote a MySQL identifier: backticks around, inner backticks doubled."""
+    if "\x00" in name:
+        raise ValueError("identifier contains a NUL byte")
+    return "`" + name.replace("`", "``") + "`"
+
+
+def qualified(db: str, table: str) -> str:
+    """``db.table`` as quoted SQL."""
+    return f"{quote_ident(db)}.{quote_ident(table)}"
+
+
+def describe(config: MySQLConfig) -> str:
+    """Where a config points, for messages (never the password)."""
+    where = config.socket or f"{config.host}:{config.port}"
+    return f"{config.user}@{where}"
+
+
+def connect(config: MySQLConfig, *, read_timeout: int | None = None) -> pymysql.Connection:
+    """Open an autocommit connection; errors become one-line ``DumpFailed``.
+
+    ``read_timeout`` stays unset for dump connections: an OUTFILE query of a
+    large table sends nothing back for hours, and that is not a failure.
+    """
+    try:
+        return pymysql.connect(
+            host=config.host,
+            port=config.port,
+            unix_socket=config.socket,
+            user=config.user,
+            password=config.password,
+            connect_timeout=config.connect_timeout,
+            read_timeout=read_timeout,
+            autocommit=True,
+            charset="utf8mb4",
+            cursorclass=pymysql.cursors.Cursor,
+        )
+    except pymysql.MySQLError as exc:
+        raise DumpFailed(f"cannot connect to MySQL {describe(config)}: {error_text(exc)}") from None
+
+
+def error_text(exc: BaseException) -> str:
+    """A pymysql error as ``(code) message`` on one line."""
+    args = getattr(exc, "args", ())
+    if len(args) >= 2 and isinstance(args[0], int):
+        return f"({args[0]}) {' '.join(str(args[1]).split())}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def error_code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def query_all(conn: pymysql.Connection, sql: str, args: object = None) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return list(cur.fetchall())
+
+
+def query_one(conn: pymysql.Connection, sql: str, args: object = None) -> tuple | None:
+    rows = query_all(conn, sql, args)
+    return rows[0] if rows else None
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Identity and capabilities of the server tracker talks to."""
+
+    hostname: str
+    port: int
+    version: str
+    version_comment: str
+    secure_file_priv: str | None
+
+    @property
+    def flavour(self) -> str:
+        text = f"{self.version} {self.version_comment}".lower()
+        if "mariadb" in text:
+            return "mariadb"
+        if "percona" in text:
+            return "percona"
+        return "mysql"
+
+    @property
+    def label(self) -> str:
+        """``@@hostname:@@port``: how manifests name the producing server."""
+        return f"{self.hostname}:{self.port}"
+
+
+def server_info(conn: pymysql.Connection) -> ServerInfo:
+    row = query_one(
+        conn,
+        "SELECT @@hostname, @@port, @@version, @@version_comment, @@secure_file_priv",
+    )
+    assert row is not None
+    return ServerInfo(
+        hostname=str(row[0]),
+        port=int(row[1]),
+        version=str(row[2]),
+        version_comment=str(row[3]),
+        secure_file_priv=None if row[4] is None else str(row[4]),
+    )

@@ -1,0 +1,106 @@
+"""``manifest.json``: what a dataset holds, for readers and for ``verify``.
+
+Field names are a contract; add fields, never rename them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tracker import __version__
+from tracker.columns import Column
+
+FORMAT_VERSION = 1
+
+# The data format of every part (OUTFILE's default text format, NULs raw).
+DATA_FORMAT = {
+    "fields_terminated_by": "\t",
+    "lines_terminated_by": "\n",
+    "escaped_by": "\\",
+    "enclosed_by": "",
+    "null": "\\N",
+    "nul_unescaped": True,
+    "character_set": "binary",
+    "time_zone": "+00:00",
+}
+
+
+@dataclass(frozen=True)
+class UnitEntry:
+    """One committed unit, as the manifest lists it."""
+
+    index: int
+    key: str
+    url: str
+    rows: int
+    bytes: int
+    raw_bytes: int
+    sha256: str
+    source: str
+    seconds: float
+    partition: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "index": self.index,
+            "key": self.key,
+            "url": self.url,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "raw_bytes": self.raw_bytes,
+            "checksum": {"sha256": self.sha256},
+            "source": self.source,
+            "seconds": round(self.seconds, 3),
+        }
+        if self.partition is not None:
+            entry["partition"] = self.partition
+        return entry
+
+
+def column_entry(column: Column) -> dict[str, Any]:
+    return {
+        "name": column.name,
+        "type": column.column_type,
+        "data_type": column.data_type,
+        "encoding": column.encoding,
+        "generated": column.generated,
+    }
+
+
+def build(
+    *,
+    namespace: str,
+    db: str,
+    table: str,
+    date: dt.date,
+    columns: list[Column],
+    compression: str,
+    units: list[UnitEntry],
+    schema_key: str,
+    server_version: str,
+) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "namespace": namespace,
+        "db": db,
+        "table": table,
+        "date": date.isoformat(),
+        "rows": sum(u.rows for u in units),
+        "bytes": sum(u.bytes for u in units),
+        "raw_bytes": sum(u.raw_bytes for u in units),
+        "compression": compression,
+        "format": DATA_FORMAT,
+        "columns": [column_entry(c) for c in columns],
+        "units": [u.to_json() for u in sorted(units, key=lambda u: u.index)],
+        "schema": schema_key,
+        "server_version": server_version,
+        "tracker_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def dumps(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode()

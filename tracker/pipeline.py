@@ -1,0 +1,166 @@
+"""One unit's journey: source -> NUL un-escape -> compress -> sink.
+
+The failure rule lives here and in :class:`tracker.sinks.Upload`: every chunk
+passes through every stage into an upload that commits only on a clean exit,
+and the upload's precommit check -- the only gate to a commit -- asks every
+producer whether it succeeded: the dump query's own result (via the source)
+and each extra check the caller adds (the lease, in a replica set).  Any
+exception anywhere aborts the upload and, on leaving the source, stops the
+query and removes its files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+from tracker.compress import compressor
+from tracker.sinks import Store
+from tracker.sources import Source
+from tracker.unescape import NulUnescaper
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_SECS = 30.0
+
+Buffer = bytes | bytearray | memoryview
+
+
+class Stage(Protocol):
+    """A pipeline step: transforms chunks; ``finish`` returns what it held."""
+
+    def process(self, data: Buffer) -> Buffer: ...
+    def finish(self) -> Buffer: ...
+
+
+class UnescapeStage:
+    def __init__(self) -> None:
+        self._u = NulUnescaper()
+
+    def process(self, data: Buffer) -> Buffer:
+        assert isinstance(data, bytearray), "sources hand over bytearrays, un-escaped in place"
+        return self._u.feed(data)
+
+    def finish(self) -> Buffer:
+        return self._u.finish()
+
+
+class CountStage:
+    """Counts bytes passing through (the raw, un-escaped size)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def process(self, data: Buffer) -> Buffer:
+        self.bytes += len(data)
+        return data
+
+    def finish(self) -> Buffer:
+        return b""
+
+
+class CompressStage:
+    def __init__(self, name: str) -> None:
+        self._c = compressor(name)
+
+    def process(self, data: Buffer) -> Buffer:
+        return self._c.compress(data) if data else b""
+
+    def finish(self) -> Buffer:
+        return self._c.flush()
+
+
+class DigestStage:
+    """SHA-256 and size of the stored bytes, for the manifest."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self.bytes = 0
+
+    def process(self, data: Buffer) -> Buffer:
+        self._h.update(data)
+        self.bytes += len(data)
+        return data
+
+    def finish(self) -> Buffer:
+        return b""
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+@dataclass(frozen=True)
+class UnitStats:
+    rows: int
+    raw_bytes: int
+    stored_bytes: int
+    sha256: str
+    seconds: float
+
+
+def _push(stages: Sequence[Stage], data: Buffer) -> Buffer:
+    for stage in stages:
+        if not data:
+            return b""
+        data = stage.process(data)
+    return data
+
+
+def run_unit(
+    source: Source,
+    store: Store,
+    key: str,
+    *,
+    compression: str,
+    overwrite: bool,
+    size_hint: int = 0,
+    checks: Sequence[Callable[[], None]] = (),
+    label: str = "",
+) -> UnitStats:
+    """Move one unit; returns its stats only if its object was committed."""
+    raw, digest = CountStage(), DigestStage()
+    stages: list[Stage] = [UnescapeStage(), raw, CompressStage(compression), digest]
+    rows: list[int] = []
+
+    def precommit() -> None:
+        rows.append(source.rows())  # raises unless the query succeeded
+        for check in checks:
+            check()
+
+    started = time.monotonic()
+    next_progress = started + PROGRESS_EVERY_SECS
+    with source:
+        with store.upload(key, precommit, overwrite=overwrite, size_hint=size_hint) as upload:
+            for chunk in source.chunks():
+                out = _push(stages, chunk)
+                if out:
+                    upload.write(out)
+                if time.monotonic() >= next_progress:
+                    next_progress = _log_progress(label, raw.bytes, started)
+            for index, stage in enumerate(stages):
+                out = _push(stages[index + 1 :], stage.finish())
+                if out:
+                    upload.write(out)
+    return UnitStats(
+        rows=rows[0],
+        raw_bytes=raw.bytes,
+        stored_bytes=digest.bytes,
+        sha256=digest.hexdigest(),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _log_progress(label: str, raw_bytes: int, started: float) -> float:
+    now = time.monotonic()
+    elapsed = now - started
+    log.info(
+        "event=progress unit=%s bytes=%d secs=%.0f mb_per_sec=%.1f",
+        label,
+        raw_bytes,
+        elapsed,
+        raw_bytes / 1e6 / max(elapsed, 1e-9),
+    )
+    return now + PROGRESS_EVERY_SECS
