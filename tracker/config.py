@@ -8,6 +8,7 @@ silently ignored is a misconfigured fleet.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,6 +23,7 @@ SOURCES = ("auto", "fifo", "follow")
 SCHEMES = ("s3", "file")
 MIN_PART_MB = 5  # S3's minimum for every part but the last
 MAX_PART_MB = 5 * 1024
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -210,8 +212,8 @@ def _namespace(top: _Section) -> str:
     value = top.get("namespace", str, None)
     if not value:
         raise top.fail("namespace", "missing (names this replica set in object keys)")
-    if "/" in value or value in (".", ".."):
-        raise top.fail("namespace", f"must not contain '/' or be '.' or '..', got {value!r}")
+    if not _NAMESPACE.fullmatch(value) or value in (".", ".."):
+        raise top.fail("namespace", f"must be letters, digits, '_', '.' or '-', got {value!r}")
     return value
 
 

@@ -2,7 +2,8 @@
 
 For each table: look it up, plan its units (one per partition, else one),
 dump every unit through the pipeline on ``workers`` threads, then write
-``manifest.json`` and, last, ``_SUCCESS``.  A dataset that is not complete
+``schema.sql``, ``manifest.json`` and, last, ``_SUCCESS``: a failed table
+leaves no object at all, a finished one a complete set.  A dataset that is not complete
 (or is being replaced with ``force``) is cleared first, so every object
 under a dataset prefix comes from one attempt.
 """
@@ -151,7 +152,6 @@ class Dumper:
             columns = table_columns(conn, db, table)
             schema = show_create_table(conn, db, table)
             self._clear_dataset(keys)
-            self.store.put(keys.schema, schema.encode() + b"\n")
         except TrackerError as exc:
             return self._fail(outcome, str(exc))
         except pymysql.MySQLError as exc:
@@ -215,8 +215,10 @@ class Dumper:
             with conn.cursor() as cur:
                 cur.execute(SESSION_SETTINGS)
             path = self._outfile_path()
-            statement = select_statement(unit.label, select_list(plan.columns), unit.from_clause())
-            query = DumpQuery(conn, statement, (str(path),), self._kill_query)
+            statement = select_statement(
+                unit.label, select_list(plan.columns), unit.from_clause(), conn.escape(str(path))
+            )
+            query = DumpQuery(conn, statement, self._kill_query)
             log.info("event=unit_start unit=%s source=%s", unit.label, self._source_kind)
             stats = run_unit(
                 self._source(query, path),
@@ -291,6 +293,7 @@ class Dumper:
             server_version=self._server.version,
         )
         try:
+            self.store.put(plan.keys.schema, plan.schema.encode() + b"\n")
             self.store.put(plan.keys.manifest, manifest.dumps(document))
             self.store.put(plan.keys.success, b"")
         except TrackerError as exc:

@@ -26,7 +26,7 @@ TAG_PREFIX = "/* tracker "
 # OUTFILE's default text format, spelled out so a changed server default
 # cannot change our data format.  CHARACTER SET binary: no conversion.
 INTO_CLAUSE = (
-    " INTO OUTFILE %s CHARACTER SET binary"
+    " INTO OUTFILE {path} CHARACTER SET binary"
     " FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
 )
 
@@ -45,10 +45,19 @@ def tag(unit_label: str) -> str:
     return f"{TAG_PREFIX}pid={os.getpid()} unit={quote(unit_label, safe='/=')} */"
 
 
-def select_statement(unit_label: str, select_list: str, from_clause: str, where: str = "") -> str:
-    """The full dump statement; the OUTFILE path is its only parameter."""
+def select_statement(
+    unit_label: str, select_list: str, from_clause: str, path_literal: str, where: str = ""
+) -> str:
+    """The full dump statement.
+
+    ``path_literal`` is the OUTFILE path already quoted by the connection
+    (``conn.escape``).  The statement is sent without client-side parameter
+    substitution, so a ``%`` in an identifier or the tag cannot be taken
+    for a placeholder.
+    """
     where_sql = f" WHERE {where}" if where else ""
-    return f"SELECT {tag(unit_label)} {select_list} FROM {from_clause}{where_sql}{INTO_CLAUSE}"
+    into = INTO_CLAUSE.format(path=path_literal)
+    return f"SELECT {tag(unit_label)} {select_list} FROM {from_clause}{where_sql}{into}"
 
 
 @dataclass
@@ -69,12 +78,10 @@ class DumpQuery:
         self,
         conn: pymysql.Connection,
         statement: str,
-        args: tuple,
         kill_query: Callable[[int], None],
     ) -> None:
         self._conn = conn
         self._statement = statement
-        self._args = args
         self._kill_query = kill_query
         self._outcome = QueryOutcome()
         self._done = threading.Event()
@@ -87,7 +94,7 @@ class DumpQuery:
     def _run(self) -> None:
         try:
             with self._conn.cursor() as cur:
-                self._outcome.rows = cur.execute(self._statement, self._args)
+                self._outcome.rows = cur.execute(self._statement)
         except BaseException as exc:  # recorded, re-raised by the pipeline
             self._outcome.error = exc
         finally:

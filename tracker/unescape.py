@@ -5,20 +5,13 @@ We keep the first (so the text format stays parseable by ``LOAD DATA``) and
 undo the second (so the stored data carries the real bytes and readers other
 than MySQL see no private escape).
 
-The hot path must not be slower than the server.  A byte-by-byte loop in
-Python costs ~100x the data budget, so the work is done with three
-``bytes.replace`` passes, which run at memory speed in C:
-
-1. ``\\\\`` -> ``\\\\x01``.  After an escape character OUTFILE only ever writes
-   the escape itself, a terminator, ``0`` or ``N`` -- never 0x01 -- so this
-   marks every escaped backslash unambiguously and leaves every remaining
-   backslash as the start of an escape.
-2. ``\\0`` -> 0x00: now every ``\\0`` is a real escaped NUL.
-3. ``\\\\x01`` -> ``\\\\``: undo the marking.
-
-Each pass scans left to right and pairs backslashes exactly as the escape
-grammar does, so the result equals the byte-by-byte reference on every input
-(the property tests check that, including arbitrary chunk splits).
+The hot path must not be slower than the server, so the work is done by a
+small C extension (``_unescape.c``: memchr to the next escape, compact in
+place).  Where it could not be built, a pure-Python fallback gives the same
+output: splitting on ``\\\\`` pairs backslashes exactly as the escape grammar
+does (a run of backslashes always starts at an escape start), after which
+every remaining ``\\0`` is an escaped NUL.  Property tests check both against
+the byte-by-byte reference, including arbitrary chunk splits.
 """
 
 from __future__ import annotations
@@ -32,9 +25,10 @@ except ImportError:  # pragma: no cover - exercised only on hosts without a comp
 
 log = logging.getLogger(__name__)
 ACCELERATED = _c_unescape_inplace is not None
+if not ACCELERATED:
+    log.warning("event=unescape_fallback reason=c_extension_not_built (output identical, more CPU)")
 _BS = b"\\"
 _ESCAPED_BS = b"\\\\"
-_MARKED_BS = b"\\\x01"
 _ESCAPED_NUL = b"\\0"
 _NUL = b"\x00"
 
@@ -56,15 +50,14 @@ def unescape_inplace(buf: bytearray, length: int) -> int:
 def unescape_nuls(data: bytes) -> bytes:
     """Un-escape NULs in a buffer that does not end inside an escape pair.
 
-    Pure Python (three C-speed passes); the fallback when the accelerator
+    Pure Python (split, replace, join at C speed); the fallback when the accelerator
     is not built, and the second implementation the tests compare it with.
     """
     if _ESCAPED_NUL not in data:
         return data
     if _ESCAPED_BS not in data:
         return data.replace(_ESCAPED_NUL, _NUL)
-    marked = data.replace(_ESCAPED_BS, _MARKED_BS)
-    return marked.replace(_ESCAPED_NUL, _NUL).replace(_MARKED_BS, _ESCAPED_BS)
+    return _ESCAPED_BS.join(piece.replace(_ESCAPED_NUL, _NUL) for piece in data.split(_ESCAPED_BS))
 
 
 def _odd_trailing_backslashes(data: bytes | bytearray) -> bool:

@@ -1,0 +1,119 @@
+"""An HTTP proxy in front of the S3 server that injects S3-style failures.
+
+It forwards every request to the real (moto) server unchanged, except the
+requests a rule picks, which it answers with ``500 InternalError`` as S3
+itself does under trouble.  Tests point tracker's ``s3.endpoint_url`` at the
+proxy and check the objects through the real server directly.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import parse_qs, urlsplit
+
+log = logging.getLogger(__name__)
+
+ERROR_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b"<Error><Code>InternalError</Code><Message>injected by the test proxy</Message></Error>"
+)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+
+
+Rule = Callable[[Request], bool]
+
+
+def part_number_at_least(n: int) -> Rule:
+    """Fail every UploadPart request with part number >= n."""
+
+    def rule(request: Request) -> bool:
+        numbers = request.query.get("partNumber")
+        return request.method == "PUT" and bool(numbers) and int(numbers[0]) >= n
+
+    return rule
+
+
+@dataclass
+class FaultProxy:
+    target_port: int
+    rule: Rule = field(default=lambda request: False)
+    failed: int = 0
+    _server: http.server.ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_address[1]
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                log.debug("proxy: " + fmt, *args)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                request = Request(self.command, parts.path, parse_qs(parts.query, keep_blank_values=True))
+                if proxy.rule(request):
+                    proxy.failed += 1
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(ERROR_BODY)))
+                    self.end_headers()
+                    self.wfile.write(ERROR_BODY)
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=60)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                finally:
+                    conn.close()
+                self.send_response(response.status)
+                head = self.command == "HEAD"  # keeps the object's own length
+                skip = {"connection", "transfer-encoding", "date", "server"} | (set() if head else {"content-length"})
+                for name, value in response.getheaders():
+                    if name.lower() not in skip:
+                        self.send_header(name, value)
+                if not head:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)

@@ -1,0 +1,183 @@
+"""Helpers for integration tests: configs, running the CLI, restoring parts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sandbox import MariaDB
+
+TRACKER_PASSWORD = "tracker-secret-pw"
+
+
+def write_config(directory: Path, server: MariaDB, destination: str, **extra: Any) -> Path:
+    """A config for ``server`` as the tracker user; ``extra`` keys override."""
+    data: dict[str, Any] = {
+        "namespace": "main",
+        "mysql": {"host": "127.0.0.1", "port": server.port, "user": "tracker", "password": TRACKER_PASSWORD},
+        "outfile_dir": str(server.outfile_dir),
+        "destination": destination,
+        "workers": 2,
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    path = directory / f"config-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def tracker_argv(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "tracker", "--config", str(config), *args]
+
+
+def run_tracker(config: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(tracker_argv(config, *args), env=env, capture_output=True, timeout=timeout)
+
+
+def start_tracker(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(tracker_argv(config, *args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def s3_env(moto_server) -> dict[str, str]:
+    return moto_server.subprocess_env()
+
+
+def tagged_queries(server: MariaDB) -> list[tuple]:
+    """Tracker's dump statements still running on ``server``."""
+    return server.sql(
+        "SELECT ID, INFO FROM information_schema.PROCESSLIST WHERE INFO LIKE '%%/* tracker %%' AND ID <> CONNECTION_ID()"
+    )
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def outfile_bytes_on_disk(server: MariaDB) -> int:
+    """Blocks held by files under outfile_dir, including unlinked ones still open.
+
+    An unlinked file is invisible to ``du`` but still fills the disk, so the
+    servers' and every process's open descriptors are counted too.
+    """
+    prefix = str(server.outfile_dir)
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    paths = [str(p) for p in server.outfile_dir.iterdir()]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                try:
+                    if os.readlink(fd).startswith(prefix):
+                        paths.append(str(fd))
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+@dataclass
+class Sampler:
+    """Samples a value in a thread; keeps the maximum."""
+
+    fn: Any
+    interval: float = 0.02
+    peak: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Sampler":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.fn())
+            except Exception:
+                pass
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+
+
+def peak_rss(pid: int) -> int:
+    """VmHWM of a live process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def restore(server: MariaDB, db: str, schema_sql: str, manifest: dict, parts: list[bytes]) -> None:
+    """Create the table from ``schema.sql`` in ``db`` and load decompressed parts."""
+    from tracker.columns import load_data_sql
+    from tracker.db import quote_ident
+
+    conn = server.connect(database=db, local_infile=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION time_zone = '+00:00', sql_mode = ''")
+            cur.execute(schema_sql)
+            table_sql = quote_ident(manifest["table"])
+            for data in parts:
+                with tempfile.NamedTemporaryFile(suffix=".tsv") as f:
+                    f.write(data)
+                    f.flush()
+                    cur.execute(load_data_sql(manifest["columns"], table_sql), (f.name,))
+                    cur.execute("SHOW WARNINGS")
+                    warnings = cur.fetchall()
+                    assert not warnings, warnings[:5]
+    finally:
+        conn.close()
+
+
+def lz4_cli_decompress(data: bytes) -> bytes:
+    """Decompress with the standard ``lz4`` tool: proves the format is standard."""
+    result = subprocess.run(["lz4", "-d", "-c"], input=data, capture_output=True, check=True)
+    return result.stdout
+
+
+def checksum(server: MariaDB, db: str, table: str) -> int:
+    from tracker.db import qualified
+
+    return server.sql(f"CHECKSUM TABLE {qualified(db, table)} EXTENDED")[0][1]
+
+
+def send_signal_when(proc: subprocess.Popen, predicate, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+    assert wait_for(predicate, timeout), "condition for the signal never came"
+    proc.send_signal(sig)
+
+

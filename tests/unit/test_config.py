@@ -1,0 +1,94 @@
+"""Every bad config is one line naming the file and the key, status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tracker import config
+from tracker.errors import ConfigError
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> dict:
+    (tmp_path / "out").mkdir()
+    return {
+        "namespace": "main",
+        "mysql": {"host": "127.0.0.1", "port": 3306, "user": "tracker", "password": "pw"},
+        "outfile_dir": str(tmp_path / "out"),
+        "destination": "s3://bucket/prefix",
+    }
+
+
+def write(tmp_path: Path, data: object) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return str(path)
+
+
+def test_valid(tmp_path: Path, base: dict) -> None:
+    cfg = config.load(write(tmp_path, base))
+    assert cfg.namespace == "main"
+    assert cfg.destination.bucket == "bucket" and cfg.destination.prefix == "prefix"
+    assert cfg.compression == "lz4" and cfg.workers == 2 and cfg.source == "auto"
+    assert "pw" not in repr(cfg)  # secrets never reach logs through repr
+
+
+def test_password_file(tmp_path: Path, base: dict) -> None:
+    (tmp_path / "pass").write_text("s3cret\n")
+    del base["mysql"]["password"]
+    base["mysql"]["password_file"] = "pass"  # relative to the config file
+    assert config.load(write(tmp_path, base)).mysql.password == "s3cret"
+
+
+@pytest.mark.parametrize(
+    "change, key, words",
+    [
+        (lambda d: d.update(workers="two"), "workers", "expected an integer"),
+        (lambda d: d.update(workers=0), "workers", "between 1 and 64"),
+        (lambda d: d.update(workers=True), "workers", "expected an integer"),
+        (lambda d: d.update(compression="zstd"), "compression", "must be one of"),
+        (lambda d: d.update(worker=4), "worker", "unknown key"),
+        (lambda d: d["mysql"].update(prot=1), "mysql.prot", "unknown key"),
+        (lambda d: d["mysql"].update(port=70000), "mysql.port", "between 1 and 65535"),
+        (lambda d: d.pop("destination"), "destination", "missing"),
+        (lambda d: d.update(destination="ftp://x/y"), "destination", "unsupported scheme"),
+        (lambda d: d.update(destination="file://relative"), "destination", "absolute"),
+        (lambda d: d.update(outfile_dir="/nonexistent/dir"), "outfile_dir", "does not exist"),
+        (lambda d: d.update(outfile_dir="relative"), "outfile_dir", "absolute"),
+        (lambda d: d.update(namespace="a/b"), "namespace", "must be letters"),
+        (lambda d: d["mysql"].update(password_file="/nonexistent"), "mysql.password_file", "not both"),
+        (lambda d: d.update(s3={"part_size_mb": 1}), "s3.part_size_mb", "between 5"),
+        (lambda d: d.update(source="pipe"), "source", "must be one of"),
+    ],
+)
+def test_invalid(tmp_path: Path, base: dict, change, key: str, words: str) -> None:
+    change(base)
+    path = write(tmp_path, base)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}:"), message
+    assert words in message
+    assert "\n" not in message
+    assert info.value.exit_status == 2
+
+
+@pytest.mark.parametrize("text, words", [("a: [1,\n", "invalid YAML at line"), ("- 1\n- 2\n", "mapping")])
+def test_malformed_yaml(tmp_path: Path, text: str, words: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=words):
+        config.load(path)
+
+
+def test_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        config.load(str(tmp_path / "missing.yaml"))
+
+
+def test_resolve_path() -> None:
+    assert config.resolve_path("x.yaml", {"TRACKER_CONFIG": "y"}) == "x.yaml"
+    assert config.resolve_path(None, {"TRACKER_CONFIG": "y"}) == "y"
+    assert config.resolve_path(None, {}) == config.DEFAULT_PATH
