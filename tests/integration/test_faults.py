@@ -1,0 +1,143 @@
+"""A several-hundred-MB table under streaming limits and under faults.
+
+Every fault must leave no object under the table's keys, no multipart
+upload open, nothing in outfile_dir (counting unlinked files still held
+open) and no dump query running on the server.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+
+import pytest
+
+from sandbox.faults import FaultProxy, part_number_at_least
+from tests.integration.helpers import (
+    Sampler,
+    outfile_bytes_on_disk,
+    peak_rss,
+    run_tracker,
+    start_tracker,
+    tagged_queries,
+    wait_for,
+    write_config,
+)
+
+BIG_ROWS = 300_000  # ~310 MB of OUTFILE text, binary with NULs and backslashes
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def big_table(replica) -> str:
+    """A large table on one replica only (not replicated: saves minutes)."""
+    db = f"big_{uuid.uuid4().hex[:8]}"
+    conn = replica.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_log_bin = 0")
+            cur.execute(f"CREATE DATABASE {db}")
+            cur.execute(f"CREATE TABLE {db}.big (id INT PRIMARY KEY, a BIGINT, b VARBINARY(1100), c VARCHAR(40))")
+            cur.execute(f"USE {db}")
+            cur.execute(
+                f"INSERT INTO big SELECT seq, seq * 7, CONCAT(RANDOM_BYTES(500), x'005c0a09', RANDOM_BYTES(500)),"
+                f" MD5(seq) FROM seq_1_to_{BIG_ROWS}"
+            )
+    finally:
+        conn.close()
+    yield f"{db}.big"
+    replica.sql("SET SESSION sql_log_bin = 0")  # harmless; the drop below uses its own session
+    conn = replica.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_log_bin = 0")
+            cur.execute(f"DROP DATABASE {db}")
+    finally:
+        conn.close()
+
+
+def assert_nothing_left(replica, s3, bucket: str) -> None:
+    listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert listed == [], [o["Key"] for o in listed]
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert wait_for(lambda: not tagged_queries(replica), 5), tagged_queries(replica)
+    assert wait_for(lambda: outfile_bytes_on_disk(replica) == 0, 5)
+    assert list(replica.outfile_dir.iterdir()) == []
+
+
+def s3_config(tmp_path, replica, bucket: str, endpoint: str):
+    return write_config(tmp_path, replica, f"s3://{bucket}/snap", s3={"endpoint_url": endpoint})
+
+
+def test_large_table_streams_in_a_small_window(replica, moto_server, s3, bucket, tmp_path, big_table) -> None:
+    config = s3_config(tmp_path, replica, bucket, moto_server.endpoint_url)
+    proc = start_tracker(config, "dump", big_table, "--date", "2026-11-01", env=moto_server.subprocess_env())
+    rss = [0]
+
+    def sample_rss() -> int:
+        try:
+            rss[0] = max(rss[0], peak_rss(proc.pid))
+        except OSError:
+            pass
+        return 0
+
+    with Sampler(lambda: outfile_bytes_on_disk(replica)) as disk, Sampler(sample_rss, interval=0.1):
+        _out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()
+    assert disk.peak > 0, "the sampler never saw the followed file"
+    assert disk.peak <= 64 * MiB, f"outfile_dir held {disk.peak / MiB:.1f} MiB"
+    assert 0 < rss[0] < 300 * 1000 * 1000, f"peak RSS {rss[0] / 1e6:.0f} MB"
+    db, table = big_table.split(".")
+    key = f"snap/main/{db}/{table}/dt=2026-11-01/manifest.json"
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert manifest["rows"] == BIG_ROWS
+    assert manifest["raw_bytes"] > 300 * MiB
+    part = s3.head_object(Bucket=bucket, Key=manifest["units"][0]["key"].replace("main/", "snap/main/", 1))
+    assert part["ContentLength"] == manifest["units"][0]["bytes"]
+    assert list(replica.outfile_dir.iterdir()) == []
+
+
+def test_killed_dump_query_commits_nothing(replica, moto_server, s3, bucket, tmp_path, big_table) -> None:
+    config = s3_config(tmp_path, replica, bucket, moto_server.endpoint_url)
+    proc = start_tracker(config, "dump", big_table, "--date", "2026-11-01", env=moto_server.subprocess_env())
+    assert wait_for(lambda: tagged_queries(replica), 30), "dump query never started"
+    time.sleep(1.5)  # well into the table
+    (query_id, _info), = tagged_queries(replica)
+    replica.sql(f"KILL QUERY {int(query_id)}")
+    killed_at = time.monotonic()
+    _out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - killed_at < 10
+    assert proc.returncode == 1
+    assert b"dump query failed" in err and b"Traceback" not in err
+    assert_nothing_left(replica, s3, bucket)
+
+
+def test_s3_errors_mid_upload_abort_the_upload(replica, moto_server, s3, bucket, tmp_path, big_table) -> None:
+    proxy = FaultProxy(moto_server.port, rule=part_number_at_least(3))
+    proxy.start()
+    try:
+        config = s3_config(tmp_path, replica, bucket, proxy.endpoint_url)
+        result = run_tracker(config, "dump", big_table, "--date", "2026-11-01", env=moto_server.subprocess_env())
+    finally:
+        proxy.stop()
+    assert result.returncode == 1, result.stderr.decode()
+    assert b"InternalError" in result.stderr and b"Traceback" not in result.stderr
+    assert proxy.failed >= 2, "the failing part was not retried"
+    assert_nothing_left(replica, s3, bucket)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_process_commits_nothing(replica, moto_server, s3, bucket, tmp_path, big_table, sig) -> None:
+    config = s3_config(tmp_path, replica, bucket, moto_server.endpoint_url)
+    proc = start_tracker(config, "dump", big_table, "--date", "2026-11-01", env=moto_server.subprocess_env())
+    assert wait_for(lambda: tagged_queries(replica), 30), "dump query never started"
+    time.sleep(1.5)
+    proc.send_signal(sig)
+    signalled_at = time.monotonic()
+    _out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - signalled_at < 10
+    assert proc.returncode == 1
+    assert b"interrupted" in err and b"Traceback" not in err
+    assert_nothing_left(replica, s3, bucket)
