@@ -277,28 +277,52 @@ class MariaDB:
         ]
         return argv
 
+    def _check_identity(self) -> None:
+        """Log in and make sure the server on our port is ours.
+
+        ``free_port`` is racy: another process may grab the port before
+        mariadbd binds it, and then our server exits while a probe would
+        happily talk to the stranger.  Short read/write timeouts keep a
+        non-MySQL listener on the port from hanging the probe.
+        """
+        conn = self.connect(connect_timeout=1, read_timeout=2, write_timeout=2)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT @@datadir")
+                (datadir,) = cur.fetchone()
+        finally:
+            conn.close()
+        if Path(datadir).resolve() != self.datadir.resolve():
+            raise RuntimeError(f"{self.name}: port {self.port} is served by another server (datadir {datadir})")
+
     def _wait_until_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Poll until a root login succeeds; fail fast if mariadbd exits."""
+        """Poll until our server serves; on any failure kill it so nothing leaks."""
         assert self._proc is not None
+        try:
+            self._poll_until_ready(self._proc, timeout)
+        except BaseException:
+            _process.kill(self._proc)
+            raise
+        log.info("%s ready on port %d", self.name, self.port)
+
+    def _poll_until_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 raise RuntimeError(
-                    f"{self.name}: mariadbd exited with {self._proc.returncode} during startup; "
+                    f"{self.name}: mariadbd exited with {proc.returncode} during startup; "
                     f"error log tail:\n{_process.tail(self.error_log)}"
                 )
             try:
-                self.connect(connect_timeout=1).close()
+                self._check_identity()
             except pymysql.err.OperationalError as exc:
                 last_error = exc
                 time.sleep(0.05)
                 continue
-            log.info("%s ready on port %d", self.name, self.port)
             return
-        _process.kill(self._proc)
         raise RuntimeError(
-            f"{self.name}: not accepting connections after {timeout:.0f}s ({last_error}); "
+            f"{self.name}: not serving after {timeout:.0f}s ({last_error}); "
             f"error log tail:\n{_process.tail(self.error_log)}"
         )
 

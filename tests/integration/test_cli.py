@@ -163,3 +163,15 @@ def test_config_from_environment(replica, tmp_path, dest, monkeypatch) -> None:
     assert result.exit_code == 2
     assert "workers: must be between 1 and 64" in result.output
     assert yaml.safe_load(config.read_text())["workers"] == 0
+
+
+def test_fifo_refused_by_stock_server_leaves_nothing(master, replica, replica_set, fresh_db, tmp_path, dest) -> None:
+    """MariaDB refuses OUTFILE into an existing FIFO (1086): a clear failure, no pipe left."""
+    master.sql(f"CREATE TABLE {qualified(fresh_db, 't')} (a INT)")
+    replica_set.sync()
+    config = write_config(tmp_path, replica, f"file://{dest}", source="fifo")
+    result = run_tracker(config, "dump", f"{fresh_db}.t", "--date", "2026-11-01", timeout=60)
+    assert result.returncode == 1
+    assert "dump query failed: (1086)" in result.stdout.decode()
+    assert list(replica.outfile_dir.iterdir()) == []
+    assert [p for p in dest.rglob("*") if p.is_file()] == []

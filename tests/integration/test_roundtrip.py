@@ -130,6 +130,8 @@ def test_bit_exact_round_trip_through_s3(master, replica, moto_server, s3, bucke
 
     data = lz4_cli_decompress(stored)  # the standard tool reads it
     assert len(data) == unit["raw_bytes"]
+    shown = run_tracker(config, "cat", f"s3://{bucket}/{prefix}part-00000.tsv.lz4", env=moto_server.subprocess_env())
+    assert shown.returncode == 0 and shown.stdout == data
     assert b"\\0" not in data.replace(b"\\\\", b"")  # every escaped NUL became a raw byte
     assert ALL_BYTES[1:] in data.replace(b"\\\\", b"\\").replace(b"\\\t", b"\t").replace(b"\\\n", b"\n")
 
