@@ -6,6 +6,10 @@ runs from leaking them:
 * each child gets ``PR_SET_PDEATHSIG`` so the kernel kills it if the test
   process dies without running its teardown (``kill -9`` of pytest, a crash);
 * every child we signal is also ``wait()``-ed for, so none is left a zombie.
+
+Caveat: the kernel sends the death signal when the *thread* that spawned the
+child exits, so start servers from the main thread (as pytest fixtures do),
+not from a short-lived worker thread.
 """
 
 from __future__ import annotations

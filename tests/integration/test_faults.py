@@ -99,18 +99,28 @@ def test_large_table_streams_in_a_small_window(replica, moto_server, s3, bucket,
     assert list(replica.outfile_dir.iterdir()) == []
 
 
-def test_killed_dump_query_commits_nothing(replica, moto_server, s3, bucket, tmp_path, big_table) -> None:
+def dump_until_fault(replica, moto_server, bucket, tmp_path, big_table, fault) -> bytes:
+    """Start a dump, apply ``fault`` well into the table, expect status 1 within 10 s."""
     config = s3_config(tmp_path, replica, bucket, moto_server.endpoint_url)
     proc = start_tracker(config, "dump", big_table, "--date", "2026-11-01", env=moto_server.subprocess_env())
     assert wait_for(lambda: tagged_queries(replica), 30), "dump query never started"
     time.sleep(1.5)  # well into the table
-    (query_id, _info), = tagged_queries(replica)
-    replica.sql(f"KILL QUERY {int(query_id)}")
-    killed_at = time.monotonic()
+    fault(proc)
+    faulted_at = time.monotonic()
     _out, err = proc.communicate(timeout=60)
-    assert time.monotonic() - killed_at < 10
-    assert proc.returncode == 1
-    assert b"dump query failed" in err and b"Traceback" not in err
+    assert time.monotonic() - faulted_at < 10
+    assert proc.returncode == 1, err.decode()
+    assert b"Traceback" not in err
+    return err
+
+
+def test_killed_dump_query_commits_nothing(replica, moto_server, s3, bucket, tmp_path, big_table) -> None:
+    def kill_query(_proc) -> None:
+        (query_id, _info), = tagged_queries(replica)
+        replica.sql(f"KILL QUERY {int(query_id)}")
+
+    err = dump_until_fault(replica, moto_server, bucket, tmp_path, big_table, kill_query)
+    assert b"dump query failed: (1317)" in err
     assert_nothing_left(replica, s3, bucket)
 
 
@@ -130,14 +140,6 @@ def test_s3_errors_mid_upload_abort_the_upload(replica, moto_server, s3, bucket,
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_process_commits_nothing(replica, moto_server, s3, bucket, tmp_path, big_table, sig) -> None:
-    config = s3_config(tmp_path, replica, bucket, moto_server.endpoint_url)
-    proc = start_tracker(config, "dump", big_table, "--date", "2026-11-01", env=moto_server.subprocess_env())
-    assert wait_for(lambda: tagged_queries(replica), 30), "dump query never started"
-    time.sleep(1.5)
-    proc.send_signal(sig)
-    signalled_at = time.monotonic()
-    _out, err = proc.communicate(timeout=60)
-    assert time.monotonic() - signalled_at < 10
-    assert proc.returncode == 1
-    assert b"interrupted" in err and b"Traceback" not in err
+    err = dump_until_fault(replica, moto_server, bucket, tmp_path, big_table, lambda proc: proc.send_signal(sig))
+    assert b"interrupted" in err
     assert_nothing_left(replica, s3, bucket)
