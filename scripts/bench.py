@@ -65,12 +65,17 @@ BUFFER_POOL_MB = 2048
 ROW_DATA_BYTES = 4 + 8 + 964 + 32
 BATCH_ROWS = 50_000
 QUIESCE_TIMEOUT_S = 300.0
+QUIESCE_IO_CAPACITY = 20_000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_WALL_RATIO = 1.15
 TARGET_CPU_RATIO = 0.5
 
 
 # --- results -------------------------------------------------------------------
+
+
+class BenchError(Exception):
+    """The bench itself could not run (not a missed target)."""
 
 
 @dataclass
@@ -108,6 +113,8 @@ class TrackerRun:
     peak_outfile_dir_bytes: int
     harness_cpu_s: float  # this script's own CPU meanwhile (mostly the samplers)
     moto_cpu_s: float | None = None  # the moto server's CPU, for s3:// runs
+    server_file_from_s: float | None = None  # the server held its OUTFILE open from ...
+    server_file_to_s: float | None = None  # ... to, in seconds after tracker started
     unit_secs: float | None = None  # tracker's own log: the unit's pipeline time
     raw_bytes: int | None = None  # tracker's own log: bytes after NUL un-escape
     stored_bytes: int | None = None  # tracker's own log: bytes after compression
@@ -182,6 +189,52 @@ class RssWatcher:
         self._thread.join()
 
 
+class OpenFileWatcher:
+    """When a process held a file under ``directory`` open, relative to ``t0``.
+
+    For the server during a tracker run this is its OUTFILE's own duration,
+    so tracker's wall time can be split into before, during and after it.
+    """
+
+    def __init__(self, pid: int, directory: Path, t0: float, interval: float = 0.02) -> None:
+        self.pid = pid
+        self.prefix = str(directory)
+        self.t0 = t0
+        self.interval = interval
+        self.first: float | None = None
+        self.last: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="open-file", daemon=True)
+
+    def __enter__(self) -> "OpenFileWatcher":
+        self._thread.start()
+        return self
+
+    def _holds_file(self) -> bool:
+        for fd in Path(f"/proc/{self.pid}/fd").iterdir():
+            try:
+                if os.readlink(fd).startswith(self.prefix):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.perf_counter() - self.t0
+            try:
+                if self._holds_file():
+                    self.first = now if self.first is None else self.first
+                    self.last = now
+            except OSError:
+                pass
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 # --- sandbox and data ------------------------------------------------------------
 
 
@@ -233,20 +286,31 @@ def generate_table(replica: MariaDB, mb: int) -> None:
 
 
 def quiesce(replica: MariaDB) -> None:
-    """Flush dirty pages now, so background flushing does not bill the timed runs."""
-    (old_pct,) = replica.sql("SELECT @@GLOBAL.innodb_max_dirty_pages_pct")[0]
-    replica.sql("SET GLOBAL innodb_max_dirty_pages_pct = 0")
+    """Flush dirty pages now, so background flushing does not bill the timed runs.
+
+    The flush rate is raised for the while: at the default io_capacity of
+    200 pages/s a few hundred MB would take minutes.
+    """
+    names = ("innodb_io_capacity_max", "innodb_io_capacity", "innodb_max_dirty_pages_pct")
+    saved = {name: replica.sql(f"SELECT @@GLOBAL.{name}")[0][0] for name in names}
+    for name, value in zip(names, (QUIESCE_IO_CAPACITY, QUIESCE_IO_CAPACITY, 0)):
+        replica.sql(f"SET GLOBAL {name} = {value}")
+    started = time.monotonic()
     try:
-        deadline = time.monotonic() + QUIESCE_TIMEOUT_S
-        while time.monotonic() < deadline:
-            (_, dirty) = replica.sql("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")[0]
-            if int(dirty) == 0:
+        while (dirty := _dirty_pages(replica)) > 0:
+            if time.monotonic() - started > QUIESCE_TIMEOUT_S:
+                log.warning("%d dirty pages still unflushed after %.0fs", dirty, QUIESCE_TIMEOUT_S)
                 break
-            time.sleep(0.5)
-        else:
-            log.warning("%s dirty pages still unflushed after %.0fs", dirty, QUIESCE_TIMEOUT_S)
+            time.sleep(0.2)
     finally:
-        replica.sql(f"SET GLOBAL innodb_max_dirty_pages_pct = {float(old_pct)}")
+        for name in reversed(names):  # io_capacity before io_capacity_max: max >= capacity
+            replica.sql(f"SET GLOBAL {name} = {saved[name]}")
+    log.info("flushed dirty pages in %.1fs", time.monotonic() - started)
+
+
+def _dirty_pages(replica: MariaDB) -> int:
+    (_, dirty) = replica.sql("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")[0]
+    return int(dirty)
 
 
 def warm(replica: MariaDB) -> tuple[int, int]:
@@ -295,6 +359,12 @@ def bare_outfile(replica: MariaDB, index: int) -> BareRun:
 _UNIT_DONE = re.compile(r"event=unit_done .*?rows=\d+ bytes=(\d+) raw_bytes=(\d+) secs=([\d.]+)")
 
 
+def _read_unit_log(run: TrackerRun, stderr: str) -> None:
+    """Copy the figures of tracker's own ``event=unit_done`` log line, if present."""
+    if match := _UNIT_DONE.search(stderr):
+        run.stored_bytes, run.raw_bytes, run.unit_secs = int(match[1]), int(match[2]), float(match[3])
+
+
 def run_tracker(
     label: str, config: Path, replica: MariaDB, env: dict[str, str] | None, moto: MotoServer | None
 ) -> TrackerRun:
@@ -304,8 +374,10 @@ def run_tracker(
         children0, self0 = children_cpu_seconds(), self_cpu_seconds()
         server0 = process_cpu_seconds(replica.pid)
         moto0 = process_cpu_seconds(moto.pid) if moto else 0.0
-        with Sampler(lambda: outfile_bytes_on_disk(replica)) as disk:
-            t0 = time.perf_counter()
+        t0 = time.perf_counter()
+        with Sampler(lambda: outfile_bytes_on_disk(replica)) as disk, OpenFileWatcher(
+            replica.pid, replica.outfile_dir, t0
+        ) as server_file:
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
             with RssWatcher(proc.pid) as rss:
                 code = proc.wait()
@@ -327,18 +399,15 @@ def run_tracker(
         peak_outfile_dir_bytes=disk.peak,
         harness_cpu_s=harness_cpu,
         moto_cpu_s=moto_cpu,
+        server_file_from_s=server_file.first,
+        server_file_to_s=server_file.last,
     )
-    if match := _UNIT_DONE.search(stderr):
-        run.stored_bytes, run.raw_bytes, run.unit_secs = int(match[1]), int(match[2]), float(match[3])
+    _read_unit_log(run, stderr)
     log.info(
         "tracker -> %s: %.2fs wall, tracker CPU %.2fs, server CPU %.2fs, RSS %.0f MB, outfile_dir %.1f MB",
         label, wall, tracker_cpu, server_cpu, rss.peak / 1e6, disk.peak / 1e6,
     )
     return run
-
-
-class BenchError(Exception):
-    """The bench itself could not run (not a missed target)."""
 
 
 # --- report ----------------------------------------------------------------------
@@ -365,6 +434,26 @@ def _runs_note(runs: Sequence[Any]) -> str:
     return "runs: " + ", ".join(f"{r.wall_s:.1f}" for r in runs) + " s"
 
 
+def _details(r: TrackerRun, size: int, runs: Sequence[TrackerRun]) -> list[str]:
+    """Indented lines that say where a tracker run's time and CPU went."""
+    indent = " " * 23
+    timeline = indent
+    if r.server_file_from_s is not None and r.server_file_to_s is not None:
+        timeline += (
+            f"server wrote its OUTFILE +{r.server_file_from_s:.1f}..+{r.server_file_to_s:.1f} s"
+            f" ({r.server_file_to_s - r.server_file_from_s:.1f} s), tracker exited +{r.wall_s:.1f} s"
+        )
+    else:
+        timeline += "server OUTFILE not seen"
+    if r.unit_secs is not None:
+        timeline += f"   unit pipeline {r.unit_secs:.1f} s"
+    cpu = f"{indent}CPU s/GB meanwhile: server {per_gb(r.server_cpu_s, size):.2f}"
+    if r.moto_cpu_s is not None:
+        cpu += f", moto {per_gb(r.moto_cpu_s, size):.2f}"
+    cpu += f", this harness {per_gb(r.harness_cpu_s, size):.2f}   ({_runs_note(runs)})"
+    return [timeline, cpu]
+
+
 def format_report(results: Results) -> str:
     m, t = results.machine, results.table
     bare = results.bare.best
@@ -384,13 +473,7 @@ def format_report(results: Results) -> str:
             f" ({r.tracker_cpu_s / bare.server_cpu_s:.2f}x server's OUTFILE CPU)"
             f"   peak RSS {r.peak_rss_bytes / 1e6:.0f} MB   peak outfile_dir {r.peak_outfile_dir_bytes / 1e6:.1f} MB"
         )
-        detail = f"{'':<23}server CPU meanwhile {per_gb(r.server_cpu_s, size):.2f} s/GB"
-        if r.unit_secs is not None:
-            detail += f"   unit pipeline {r.unit_secs:.1f} s (rest is startup/metadata/commit)"
-        if r.moto_cpu_s is not None:
-            detail += f"   moto CPU {per_gb(r.moto_cpu_s, size):.2f} s/GB"
-        detail += f"   harness CPU {per_gb(r.harness_cpu_s, size):.2f} s/GB   ({_runs_note(series.runs)})"
-        lines += [line, detail]
+        lines += [line, *_details(r, size, series.runs)]
     verdict = targets(results)
     lines.append(
         f"targets: file:// <= {TARGET_WALL_RATIO}x bare: {'PASS' if verdict['file_wall_pass'] else 'FAIL'}"
