@@ -12,18 +12,63 @@
 #include <Python.h>
 #include <string.h>
 
-/* unescape_inplace(buffer, length) -> new_length
- *
- * Rewrites buffer[0:length] so every escape pair "\0" becomes one 0x00 byte
- * and every other pair is kept.  The caller guarantees the data does not end
- * inside an escape pair (tracker/unescape.py holds a trailing lone escape
- * back for the next chunk).
- */
+/* The transform over src[0:length] into dst, returning the output length.
+ * dst may equal src (in place: the output is never longer), else it must
+ * hold length bytes.  The data must not end inside an escape pair (the
+ * callers hold or leave a trailing lone escape for the next chunk). */
+static Py_ssize_t
+unescape_core(const char *src, Py_ssize_t length, char *dst)
+{
+    Py_ssize_t read = 0, write = 0;
+
+    if (src == dst) {
+        /* In place, nothing moves until the first escaped NUL: only look. */
+        for (;;) {
+            const char *hit = memchr(src + read, '\\', (size_t)(length - read));
+            if (!hit || hit + 1 >= src + length)
+                return length;
+            read = (Py_ssize_t)(hit - src);
+            if (hit[1] == '0')
+                break;
+            read += 2;
+        }
+        write = read;
+    }
+    /* Runs of escape pairs (dense in binary data) are handled in one tight
+       loop; plain stretches between them are found with memchr and moved
+       with memmove. */
+    while (read < length) {
+        while (read + 1 < length && src[read] == '\\') {
+            char next = src[read + 1];
+            if (next == '0') {
+                dst[write++] = '\0';
+            } else {
+                dst[write++] = '\\';
+                dst[write++] = next;
+            }
+            read += 2;
+        }
+        if (read >= length)
+            break;
+        if (read + 1 == length) {          /* malformed: lone escape at end */
+            dst[write++] = src[read++];
+            break;
+        }
+        const char *hit = memchr(src + read + 1, '\\', (size_t)(length - read - 1));
+        Py_ssize_t stop = hit ? (Py_ssize_t)(hit - src) : length;
+        memmove(dst + write, src + read, (size_t)(stop - read));
+        write += stop - read;
+        read = stop;
+    }
+    return write;
+}
+
+/* unescape_inplace(buffer, length) -> new_length */
 static PyObject *
 unescape_inplace(PyObject *self, PyObject *args)
 {
     Py_buffer view;
-    Py_ssize_t length;
+    Py_ssize_t length, written;
     if (!PyArg_ParseTuple(args, "w*n", &view, &length))
         return NULL;
     if (length < 0 || length > view.len) {
@@ -31,40 +76,44 @@ unescape_inplace(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "length out of range");
         return NULL;
     }
-    char *buf = (char *)view.buf;
-    Py_ssize_t read = 0, write = 0;
-
     Py_BEGIN_ALLOW_THREADS
-    while (read < length) {
-        char *hit = memchr(buf + read, '\\', (size_t)(length - read));
-        Py_ssize_t stop = hit ? (Py_ssize_t)(hit - buf) : length;
-        if (write != read && stop > read)
-            memmove(buf + write, buf + read, (size_t)(stop - read));
-        write += stop - read;
-        read = stop;
-        if (!hit)
-            break;
-        if (read + 1 >= length) {         /* malformed: lone escape at end */
-            buf[write++] = buf[read++];
-            break;
-        }
-        if (buf[read + 1] == '0') {
-            buf[write++] = '\0';
-        } else {
-            buf[write++] = '\\';
-            buf[write++] = buf[read + 1];
-        }
-        read += 2;
-    }
+    written = unescape_core((const char *)view.buf, length, (char *)view.buf);
     Py_END_ALLOW_THREADS
-
     PyBuffer_Release(&view);
-    return PyLong_FromSsize_t(write);
+    return PyLong_FromSsize_t(written);
+}
+
+/* unescape_into(source, length, destination) -> written
+ *
+ * Reads a read-only buffer (a memory map of the file the server writes) and
+ * writes the result into a reused buffer: the copy out of the page cache and
+ * the un-escape are one pass instead of two. */
+static PyObject *
+unescape_into(PyObject *self, PyObject *args)
+{
+    Py_buffer src, dst;
+    Py_ssize_t length, written;
+    if (!PyArg_ParseTuple(args, "y*nw*", &src, &length, &dst))
+        return NULL;
+    if (length < 0 || length > src.len || length > dst.len) {
+        PyBuffer_Release(&src);
+        PyBuffer_Release(&dst);
+        PyErr_SetString(PyExc_ValueError, "length out of range");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    written = unescape_core((const char *)src.buf, length, (char *)dst.buf);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    return PyLong_FromSsize_t(written);
 }
 
 static PyMethodDef methods[] = {
     {"unescape_inplace", unescape_inplace, METH_VARARGS,
      "unescape_inplace(buffer, length) -> new_length: NUL un-escape in place."},
+    {"unescape_into", unescape_into, METH_VARARGS,
+     "unescape_into(source, length, destination) -> written: NUL un-escape while copying."},
     {NULL, NULL, 0, NULL},
 };
 

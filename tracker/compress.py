@@ -1,8 +1,9 @@
 """Streaming compressors and decompressors for the stored objects.
 
 lz4 (default) writes the standard frame format, so ``lz4 -d`` reads every
-object; the frame carries a content checksum, so a reader detects a
-corrupted object.  gzip uses level 1: at higher levels zlib is slower than
+object.  Its optional content checksum is off: in python-lz4 it costs more
+than the compression itself (3.2 vs 0.8 s/GB measured), and the manifest
+already holds a CRC-32 of every stored object.  gzip uses level 1: at higher levels zlib is slower than
 the server and would become the bottleneck.
 """
 
@@ -26,9 +27,8 @@ class Decompressor(Protocol):
 
 class _Lz4Compressor:
     def __init__(self) -> None:
-        self._c = lz4.frame.LZ4FrameCompressor(
-            block_size=lz4.frame.BLOCKSIZE_MAX4MB, content_checksum=True
-        )
+        # 64 KiB blocks (the default) measured fastest.
+        self._c = lz4.frame.LZ4FrameCompressor(content_checksum=False)
         self._header = self._c.begin()
 
     def compress(self, data: bytes | bytearray | memoryview) -> bytes:

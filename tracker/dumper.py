@@ -248,7 +248,7 @@ class Dumper:
             rows=stats.rows,
             bytes=stats.stored_bytes,
             raw_bytes=stats.raw_bytes,
-            sha256=stats.sha256,
+            crc32=stats.crc32,
             source=self._server.label,
             seconds=stats.seconds,
             partition=unit.partition,

@@ -38,7 +38,7 @@ class UnitEntry:
     rows: int
     bytes: int
     raw_bytes: int
-    sha256: str
+    crc32: str
     source: str
     seconds: float
     partition: str | None = None
@@ -51,7 +51,7 @@ class UnitEntry:
             "rows": self.rows,
             "bytes": self.bytes,
             "raw_bytes": self.raw_bytes,
-            "checksum": {"sha256": self.sha256},
+            "checksum": {"crc32": self.crc32},
             "source": self.source,
             "seconds": round(self.seconds, 3),
         }

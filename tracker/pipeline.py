@@ -11,9 +11,9 @@ query and removes its files.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
@@ -41,7 +41,6 @@ class UnescapeStage:
         self._u = NulUnescaper()
 
     def process(self, data: Buffer) -> Buffer:
-        assert isinstance(data, bytearray), "sources hand over bytearrays, un-escaped in place"
         return self._u.feed(data)
 
     def finish(self) -> Buffer:
@@ -74,14 +73,20 @@ class CompressStage:
 
 
 class DigestStage:
-    """SHA-256 and size of the stored bytes, for the manifest."""
+    """CRC-32 and size of the stored bytes, for the manifest.
+
+    CRC-32 rather than SHA-256: it detects the corruption and truncation a
+    checksum of a stored object is for, S3 can verify it natively, and it
+    costs 0.45 s/GB here against 0.75 s/GB -- a pass over the data that
+    counts against tracker's budget of half the server's CPU.
+    """
 
     def __init__(self) -> None:
-        self._h = hashlib.sha256()
+        self._crc = 0
         self.bytes = 0
 
     def process(self, data: Buffer) -> Buffer:
-        self._h.update(data)
+        self._crc = zlib.crc32(data, self._crc)
         self.bytes += len(data)
         return data
 
@@ -89,7 +94,7 @@ class DigestStage:
         return b""
 
     def hexdigest(self) -> str:
-        return self._h.hexdigest()
+        return f"{self._crc:08x}"
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ class UnitStats:
     rows: int
     raw_bytes: int
     stored_bytes: int
-    sha256: str
+    crc32: str
     seconds: float
 
 
@@ -148,7 +153,7 @@ def run_unit(
         rows=rows[0],
         raw_bytes=raw.bytes,
         stored_bytes=digest.bytes,
-        sha256=digest.hexdigest(),
+        crc32=digest.hexdigest(),
         seconds=time.monotonic() - started,
     )
 

@@ -15,31 +15,19 @@ inside ``__exit__``: there is no public ``commit`` to call around it.
 
 from __future__ import annotations
 
-import hashlib
+import ctypes
 import logging
 import os
 import secrets
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
-
-import boto3
-import botocore.config
-import botocore.exceptions
 
 from tracker.config import Destination, S3Config
 from tracker.errors import UploadFailed
 
 log = logging.getLogger(__name__)
 
-MiB = 1 << 20
-MAX_PARTS = 10_000
-MAX_PART_BYTES = 5 * 1024 * MiB
-# Parts double in size every this many parts, so an object of any size fits
-# in S3's 10,000 parts while small objects keep small parts (less memory).
-PARTS_PER_SIZE_STEP = 2_000
-READ_CHUNK = 4 * MiB
+READ_CHUNK = 4 << 20
 
 Precommit = Callable[[], None]
 
@@ -117,236 +105,40 @@ class Store:
         raise NotImplementedError
 
 
-# --- S3 ---------------------------------------------------------------------
-
-
-def part_size_for(index: int, base: int) -> int:
-    """Size of part ``index`` (0-based): ``base`` doubling every step."""
-    return min(base << (index // PARTS_PER_SIZE_STEP), MAX_PART_BYTES)
-
-
-def base_part_size(config: S3Config, size_hint: int) -> int:
-    """Configured part size, raised so a ``size_hint`` object needs few steps."""
-    base = config.part_size_mb * MiB
-    wanted = -(-size_hint // PARTS_PER_SIZE_STEP)
-    while base < wanted and base < MAX_PART_BYTES:
-        base *= 2
-    return min(base, MAX_PART_BYTES)
-
-
-def _s3_error(action: str, url: str, exc: BaseException) -> UploadFailed:
-    if isinstance(exc, botocore.exceptions.ClientError):
-        err = exc.response.get("Error", {})
-        detail = f"{err.get('Code', '?')}: {err.get('Message', '')}".strip()
-    else:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-    return UploadFailed(f"S3 {action} {url} failed: {detail}")
-
-
-class S3Upload(Upload):
-    """Multipart upload with parts sent concurrently while data still flows.
-
-    Memory is bounded: at most ``concurrency`` parts in flight plus the one
-    being filled.  An object smaller than one part goes up as one PUT.
-    """
-
-    def __init__(self, store: "S3Store", key: str, precommit: Precommit, overwrite: bool, size_hint: int) -> None:
-        super().__init__(key, precommit, overwrite)
-        self._store = store
-        self._client = store.client
-        self._bucket = store.destination.bucket
-        self._full_key = store.full_key(key)
-        self._base = base_part_size(store.config, size_hint)
-        self._buf = bytearray()
-        self._upload_id: str | None = None
-        self._parts: dict[int, str] = {}
-        self._futures: list[Future] = []
-        self._slots = threading.BoundedSemaphore(store.config.upload_concurrency)
-        self._pool: ThreadPoolExecutor | None = None
-
-    def _open(self) -> None:
-        """Nothing yet: the multipart upload starts with the first full part."""
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._buf += data
-        if len(self._buf) >= part_size_for(len(self._futures), self._base):
-            self._send_part()
-
-    def _send_part(self) -> None:
-        self._raise_failed_parts()
-        if self._upload_id is None:
-            self._start_multipart()
-        if len(self._futures) >= MAX_PARTS:
-            raise UploadFailed(f"{self._store.url(self.key)}: more than {MAX_PARTS} parts")
-        number = len(self._futures) + 1
-        body, self._buf = bytes(self._buf), bytearray()
-        self._slots.acquire()  # back-pressure: wait for a free upload slot
-        assert self._pool is not None
-        future = self._pool.submit(self._upload_part, number, body)
-        future.add_done_callback(lambda _f: self._slots.release())
-        self._futures.append(future)
-
-    def _start_multipart(self) -> None:
-        try:
-            response = self._client.create_multipart_upload(
-                Bucket=self._bucket, Key=self._full_key, Metadata={"tracker": "1"}
-            )
-        except Exception as exc:
-            raise _s3_error("create multipart upload", self._store.url(self.key), exc) from None
-        self._upload_id = response["UploadId"]
-        self._pool = ThreadPoolExecutor(self._store.config.upload_concurrency, thread_name_prefix="s3-part")
-
-    def _upload_part(self, number: int, body: bytes) -> None:
-        response = self._client.upload_part(
-            Bucket=self._bucket, Key=self._full_key, UploadId=self._upload_id, PartNumber=number, Body=body
-        )
-        self._parts[number] = response["ETag"]
-
-    def _raise_failed_parts(self) -> None:
-        for future in self._futures:
-            if future.done() and future.exception() is not None:
-                raise _s3_error("upload part", self._store.url(self.key), future.exception()) from None
-
-    def _wait_parts(self) -> None:
-        for future in self._futures:
-            exc = future.exception()
-            if exc is not None:
-                raise _s3_error("upload part", self._store.url(self.key), exc) from None
-
-    def _conditional(self) -> dict:
-        # Exactly one of two racing writers wins; --force is the only way
-        # to replace an object.
-        return {} if self.overwrite else {"IfNoneMatch": "*"}
-
-    def _commit(self) -> None:
-        url = self._store.url(self.key)
-        if self._upload_id is None:
-            try:
-                self._client.put_object(Bucket=self._bucket, Key=self._full_key, Body=bytes(self._buf), **self._conditional())
-            except Exception as exc:
-                raise _s3_error("put", url, exc) from None
-            return
-        if self._buf:
-            self._send_part()
-        self._wait_parts()
-        parts = [{"PartNumber": n, "ETag": self._parts[n]} for n in sorted(self._parts)]
-        try:
-            self._client.complete_multipart_upload(
-                Bucket=self._bucket,
-                Key=self._full_key,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": parts},
-                **self._conditional(),
-            )
-        except Exception as exc:
-            raise _s3_error("complete multipart upload", url, exc) from None
-        self._shutdown()
-
-    def _abort(self) -> None:
-        for future in self._futures:
-            future.cancel()
-        self._shutdown()
-        self._buf = bytearray()
-        if self._upload_id is not None:
-            upload_id, self._upload_id = self._upload_id, None
-            self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._full_key, UploadId=upload_id)
-            log.info("event=upload_aborted url=%s", self._store.url(self.key))
-
-    def _shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-
-class S3Store(Store):
-    def __init__(self, destination: Destination, config: S3Config) -> None:
-        self.destination = destination
-        self.config = config
-        self.client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=config.endpoint_url,
-            region_name=config.region,
-            config=botocore.config.Config(
-                retries={"max_attempts": 5, "mode": "standard"},
-                max_pool_connections=config.upload_concurrency + 4,
-            ),
-        )
-
-    def full_key(self, key: str) -> str:
-        prefix = self.destination.prefix
-        return f"{prefix}/{key}" if prefix else key
-
-    def url(self, key: str) -> str:
-        return f"s3://{self.destination.bucket}/{self.full_key(key)}"
-
-    def upload(self, key: str, precommit: Precommit, *, overwrite: bool, size_hint: int = 0) -> Upload:
-        return S3Upload(self, key, precommit, overwrite, size_hint)
-
-    def _call(self, action: str, key: str, fn: Callable, **kwargs):
-        try:
-            return fn(Bucket=self.destination.bucket, Key=self.full_key(key), **kwargs)
-        except Exception as exc:
-            raise _s3_error(action, self.url(key), exc) from None
-
-    def put(self, key: str, data: bytes) -> None:
-        self._call("put", key, self.client.put_object, Body=data)
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            response = self.client.get_object(Bucket=self.destination.bucket, Key=self.full_key(key))
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise _s3_error("get", self.url(key), exc) from None
-        except Exception as exc:
-            raise _s3_error("get", self.url(key), exc) from None
-        return response["Body"].read()
-
-    def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.destination.bucket, Key=self.full_key(key))
-            return True
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                return False
-            raise _s3_error("head", self.url(key), exc) from None
-        except Exception as exc:
-            raise _s3_error("head", self.url(key), exc) from None
-
-    def delete(self, key: str) -> None:
-        self._call("delete", key, self.client.delete_object)
-
-    def list(self, prefix: str) -> list[str]:
-        full = self.full_key(prefix)
-        strip = len(self.full_key(""))
-        keys: list[str] = []
-        try:
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.destination.bucket, Prefix=full):
-                keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
-        except Exception as exc:
-            raise _s3_error("list", self.url(prefix), exc) from None
-        return keys
-
-    def read_stream(self, key: str) -> Iterator[bytes]:
-        try:
-            response = self.client.get_object(Bucket=self.destination.bucket, Key=self.full_key(key))
-            yield from response["Body"].iter_chunks(READ_CHUNK)
-        except Exception as exc:
-            raise _s3_error("get", self.url(key), exc) from None
-
-
 # --- file:// -----------------------------------------------------------------
 
 
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except AttributeError:  # not Linux/glibc: the final fsync does it all
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+_SYNC_FILE_RANGE_WAIT_ALL = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER
+WRITEBACK_STEP = 16 << 20
+
+
 class FileUpload(Upload):
-    """Write to a temporary name beside the target; link it into place."""
+    """Write to a temporary name beside the target; link it into place.
+
+    Writeback is started every 16 MiB as the data comes, so the fsync before
+    the commit waits only for the tail instead of the whole object.
+    """
 
     def __init__(self, store: "FileStore", key: str, precommit: Precommit, overwrite: bool) -> None:
         super().__init__(key, precommit, overwrite)
         self._final = store.path(key)
         self._tmp = self._final.with_name(f".{self._final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
         self._file = None
+        self._written = 0
+        self._flushed = 0  # writeback started up to here
+        self._waited = 0  # written to disk up to here
 
     def _open(self) -> None:
         try:
@@ -358,9 +150,28 @@ class FileUpload(Upload):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert self._file is not None
         try:
-            self._file.write(data)
+            view = memoryview(data)
+            while view:  # a raw write may be short
+                written = self._file.write(view)
+                self._written += written
+                view = view[written:]
         except OSError as exc:
             raise UploadFailed(f"cannot write {self._tmp}: {exc.strerror}") from None
+        if _sync_file_range is not None and self._written - self._flushed >= WRITEBACK_STEP:
+            self._write_back()
+
+    def _write_back(self) -> None:
+        """Start writeback of the new range; wait for the one before it.
+
+        Waiting one step behind keeps at most two steps of dirty pages, so
+        the fsync before the commit has only the tail left to write.
+        """
+        assert self._file is not None and _sync_file_range is not None
+        fd = self._file.fileno()
+        _sync_file_range(fd, self._flushed, self._written - self._flushed, _SYNC_FILE_RANGE_WRITE)
+        if self._waited < self._flushed:
+            _sync_file_range(fd, self._waited, self._flushed - self._waited, _SYNC_FILE_RANGE_WAIT_ALL)
+        self._waited, self._flushed = self._flushed, self._written
 
     def _commit(self) -> None:
         assert self._file is not None
@@ -453,9 +264,9 @@ class FileStore(Store):
 
 def open_store(destination: Destination, s3: S3Config) -> Store:
     if destination.scheme == "s3":
+        # Imported here: boto3 costs ~0.2 s of CPU at start, paid only by
+        # the runs that use it.
+        from tracker.s3 import S3Store
+
         return S3Store(destination, s3)
     return FileStore(destination)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -20,8 +20,9 @@ import logging
 
 try:  # the C accelerator, built by setup.py when a compiler is available
     from tracker._unescape import unescape_inplace as _c_unescape_inplace
+    from tracker._unescape import unescape_into as _c_unescape_into
 except ImportError:  # pragma: no cover - exercised only on hosts without a compiler
-    _c_unescape_inplace = None
+    _c_unescape_inplace = _c_unescape_into = None
 
 log = logging.getLogger(__name__)
 ACCELERATED = _c_unescape_inplace is not None
@@ -33,7 +34,7 @@ _ESCAPED_NUL = b"\\0"
 _NUL = b"\x00"
 
 
-def unescape_inplace(buf: bytearray, length: int) -> int:
+def unescape_inplace(buf: bytearray | memoryview, length: int) -> int:
     """Un-escape ``buf[:length]`` in place and return the new length.
 
     The result is never longer than the input, so the work can compact the
@@ -43,7 +44,20 @@ def unescape_inplace(buf: bytearray, length: int) -> int:
     if _c_unescape_inplace is not None:
         return _c_unescape_inplace(buf, length)
     out = unescape_nuls(bytes(memoryview(buf)[:length]))
-    buf[: len(out)] = out
+    memoryview(buf)[: len(out)] = out
+    return len(out)
+
+
+def unescape_into(src: bytes | memoryview, length: int, dst: bytearray) -> int:
+    """Un-escape ``src[:length]`` into ``dst`` (at least ``length`` long); return the output length.
+
+    For read-only input (a map of the file the server writes): copying out
+    and un-escaping become one pass.
+    """
+    if _c_unescape_into is not None:
+        return _c_unescape_into(src, length, dst)
+    out = unescape_nuls(bytes(memoryview(src)[:length]))
+    dst[: len(out)] = out
     return len(out)
 
 
@@ -60,19 +74,22 @@ def unescape_nuls(data: bytes) -> bytes:
     return _ESCAPED_BS.join(piece.replace(_ESCAPED_NUL, _NUL) for piece in data.split(_ESCAPED_BS))
 
 
-def _odd_trailing_backslashes(data: bytes | bytearray) -> bool:
-    """True when ``data`` ends with an unpaired escape character.
+def _odd_trailing_escape(view: memoryview) -> bool:
+    """True when ``view`` ends with an unpaired escape character.
 
     Only the run of backslashes at the end matters: a run always starts at
     an escape start (the byte before it is not a backslash), so an odd run
     leaves its last backslash waiting for the byte it escapes.
     """
-    stripped = len(data) - len(data.rstrip(_BS))
-    return stripped % 2 == 1
+    end = len(view)
+    i = end - 1
+    while i >= 0 and view[i] == 0x5C:
+        i -= 1
+    return (end - 1 - i) % 2 == 1
 
 
 class NulUnescaper:
-    """Streaming un-escaper over read buffers split anywhere.
+    """Streaming un-escaper over writable buffers split anywhere.
 
     A buffer that ends with a lone escape character keeps that byte back and
     puts it in front of the next buffer, so a ``\\0`` split across reads is
@@ -81,21 +98,33 @@ class NulUnescaper:
     unchanged rather than guessed at).
     """
 
-    __slots__ = ("_held",)
+    __slots__ = ("_held", "_out")
 
     def __init__(self) -> None:
         self._held = b""
+        self._out = bytearray()
 
-    def feed(self, buf: bytearray) -> memoryview:
-        """Un-escape ``buf`` (consumed: it is modified in place)."""
+    def feed(self, chunk: memoryview | bytearray) -> memoryview:
+        """Un-escape ``chunk`` and return the result.
+
+        A writable chunk is consumed (un-escaped in place); a read-only one
+        is un-escaped into a buffer reused from call to call, so the result
+        is valid until the next call.
+        """
+        view = memoryview(chunk)
         if self._held:
-            buf[0:0] = self._held
+            # Rare (a chunk ended inside a pair): one copy to rejoin the pair.
+            view = memoryview(bytearray(self._held) + view)
             self._held = b""
-        length = len(buf)
-        if buf[-1:] == _BS and _odd_trailing_backslashes(buf):
+        length = len(view)
+        if length and view[length - 1] == 0x5C and _odd_trailing_escape(view):
             self._held = b"\\"
             length -= 1
-        return memoryview(buf)[: unescape_inplace(buf, length)]
+        if not view.readonly:
+            return view[: unescape_inplace(view, length)]
+        if len(self._out) < length:
+            self._out = bytearray(length)
+        return memoryview(self._out)[: unescape_into(view, length, self._out)]
 
     def finish(self) -> bytes:
         held, self._held = self._held, b""

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracker import unescape
-from tracker.unescape import NulUnescaper, reference_unescape, unescape_inplace, unescape_nuls
+from tracker.unescape import NulUnescaper, reference_unescape, unescape_inplace, unescape_into, unescape_nuls
 
 
 def outfile_escape(raw: bytes) -> bytes:
@@ -43,7 +43,8 @@ def _inplace(data: bytes) -> bytes:
     return bytes(buf[: unescape_inplace(buf, len(buf))])
 
 
-def _streamed(data: bytes, cuts: list[int]) -> bytes:
+def _streamed(data: bytes, cuts: list[int], readonly: bool = False) -> bytes:
+    """Feed ``data`` cut at ``cuts``: writable pieces (a pipe's buffer) or read-only ones (a mapped file)."""
     u = NulUnescaper()
     out = bytearray()
     start = 0
@@ -51,7 +52,7 @@ def _streamed(data: bytes, cuts: list[int]) -> bytes:
         piece = data[start:cut]
         start = cut
         if piece:
-            out += u.feed(bytearray(piece))
+            out += u.feed(memoryview(piece) if readonly else bytearray(piece))
     out += u.finish()
     return bytes(out)
 
@@ -60,12 +61,14 @@ def _streamed(data: bytes, cuts: list[int]) -> bytes:
 def test_all_implementations_equal_reference(data: bytes) -> None:
     expected = reference_unescape(data)
     assert _inplace(data) == expected
+    dst = bytearray(len(data))
+    assert bytes(dst[: unescape_into(data, len(data), dst)]) == expected
     assert unescape_nuls(data) == expected
 
 
-@given(interesting, st.lists(st.integers(min_value=0, max_value=500), max_size=8))
-def test_any_split_equals_whole(data: bytes, cuts: list[int]) -> None:
-    assert _streamed(data, cuts) == reference_unescape(data)
+@given(interesting, st.lists(st.integers(min_value=0, max_value=500), max_size=8), st.booleans())
+def test_any_split_equals_whole(data: bytes, cuts: list[int], readonly: bool) -> None:
+    assert _streamed(data, cuts, readonly) == reference_unescape(data)
 
 
 @settings(max_examples=300)
@@ -85,8 +88,10 @@ def test_examples() -> None:
 
 def test_pure_python_fallback_matches(monkeypatch) -> None:
     monkeypatch.setattr(unescape, "_c_unescape_inplace", None)
+    monkeypatch.setattr(unescape, "_c_unescape_into", None)
     data = b"\\0\\\\0\\\\\\0\t\\N" * 3
     assert _inplace(data) == reference_unescape(data)
+    assert _streamed(data, [5, 9], readonly=True) == reference_unescape(data)
 
 
 def test_accelerator_is_built() -> None:

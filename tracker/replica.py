@@ -1,0 +1,125 @@
+"""Is the local server a replica, and has it applied the master's events up to a cutoff?
+
+``SHOW REPLICA STATUS`` (MySQL 8.0.22+, MariaDB 10.5+) or ``SHOW SLAVE STATUS``
+(older servers) answer with one of two vocabularies: ``Source_*``/``Replica_*``
+(MySQL 8.0.22+ and 8.4) or ``Master_*``/``Slave_*`` (MariaDB, older MySQL).
+:func:`parse_status` maps either to one :class:`ReplicaStatus`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+# (our field, names in the new vocabulary, names in the old one)
+_FIELDS = {
+    "source_host": ("Source_Host", "Master_Host"),
+    "source_port": ("Source_Port", "Master_Port"),
+    "io_running": ("Replica_IO_Running", "Slave_IO_Running"),
+    "sql_running": ("Replica_SQL_Running", "Slave_SQL_Running"),
+    "seconds_behind": ("Seconds_Behind_Source", "Seconds_Behind_Master"),
+    "relay_source_log_file": ("Relay_Source_Log_File", "Relay_Master_Log_File"),
+    "exec_source_log_pos": ("Exec_Source_Log_Pos", "Exec_Master_Log_Pos"),
+    "executed_gtid_set": ("Executed_Gtid_Set",),
+    "gtid_io_pos": ("Gtid_IO_Pos",),
+    "last_sql_error": ("Last_SQL_Error",),
+    "last_io_error": ("Last_IO_Error",),
+}
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """The parts of a replica's status tracker decides on."""
+
+    source_host: str
+    source_port: int
+    io_running: bool
+    sql_running: bool
+    seconds_behind: int | None
+    relay_source_log_file: str
+    exec_source_log_pos: int
+    executed_gtid_set: str
+    gtid_io_pos: str
+    last_sql_error: str
+    last_io_error: str
+
+    @property
+    def position(self) -> str:
+        """The master binlog position executed, as ``file:pos``."""
+        return f"{self.relay_source_log_file}:{self.exec_source_log_pos}"
+
+
+def _pick(row: Mapping[str, Any], names: tuple[str, ...]) -> Any:
+    for name in names:
+        if name in row:
+            return row[name]
+    return None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_status(row: Mapping[str, Any] | None) -> ReplicaStatus | None:
+    """One status row (column name -> value) to a status; None if not a replica.
+
+    No row, or a row without a source host (``RESET REPLICA ALL``, or a
+    configuration that was deliberately cleared), means not a replica.
+    """
+    if not row:
+        return None
+    values = {field: _pick(row, names) for field, names in _FIELDS.items()}
+    host = _text(values["source_host"])
+    if not host:
+        return None
+    behind = values["seconds_behind"]
+    return ReplicaStatus(
+        source_host=host,
+        source_port=int(values["source_port"] or 3306),
+        io_running=_text(values["io_running"]) == "Yes",
+        sql_running=_text(values["sql_running"]) == "Yes",
+        seconds_behind=None if behind is None or behind == "" else int(behind),
+        relay_source_log_file=_text(values["relay_source_log_file"]),
+        exec_source_log_pos=int(values["exec_source_log_pos"] or 0),
+        executed_gtid_set=" ".join(_text(values["executed_gtid_set"]).split()),
+        gtid_io_pos=_text(values["gtid_io_pos"]),
+        last_sql_error=_text(values["last_sql_error"]),
+        last_io_error=_text(values["last_io_error"]),
+    )
+
+
+def cutoff_for(date: dt.date) -> dt.datetime:
+    """The dataset for ``date`` needs every master event up to the next midnight UTC."""
+    return dt.datetime.combine(date + dt.timedelta(days=1), dt.time(0), tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the replica has applied the master's events, in master time."""
+
+    applied_until: dt.datetime | None  # None: unknown (threads stopped, lag NULL)
+    how: str  # "heartbeat" or "lag"
+
+    def behind(self, cutoff: dt.datetime) -> str:
+        if self.applied_until is None:
+            return f"replication is not running or its lag is unknown ({self.how})"
+        seconds = (cutoff - self.applied_until).total_seconds()
+        return f"applied up to {self.applied_until:%Y-%m-%d %H:%M:%S} UTC, {seconds:.0f} s short of {cutoff:%Y-%m-%d %H:%M} UTC ({self.how})"
+
+    def reaches(self, cutoff: dt.datetime) -> bool:
+        return self.applied_until is not None and self.applied_until >= cutoff
+
+
+def progress_from_lag(status: ReplicaStatus, now: dt.datetime) -> Progress:
+    """Without a heartbeat: applied up to now minus the lag, if both threads run."""
+    if not (status.io_running and status.sql_running) or status.seconds_behind is None:
+        return Progress(None, "lag")
+    return Progress(now - dt.timedelta(seconds=status.seconds_behind), "lag")
+
+
+def progress_from_heartbeat(newest: dt.datetime | None) -> Progress:
+    """With pt-heartbeat: the newest heartbeat row applied (its ``ts``, UTC)."""
+    return Progress(newest, "heartbeat")
