@@ -21,6 +21,9 @@ from tracker.dumper import Dumper, TableOutcome
 from tracker.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TrackerError, UsageError
 from tracker.names import parse_table_name
 from tracker.reader import cat as cat_object
+from tracker.runner import Runner
+from tracker.verify import claims_listing
+from tracker.verify import verify as run_verify
 
 log = logging.getLogger("tracker")
 
@@ -103,14 +106,17 @@ def _load_config(ctx: click.Context) -> config_mod.Config:
 @click.argument("tables", nargs=-1, required=True, metavar="DB.TABLE...")
 @click.option("--date", "date_text", metavar="YYYY-MM-DD", help="Dataset date [default: yesterday, UTC].")
 @click.option("--force", is_flag=True, help="Replace a dataset that is already complete.")
+@click.option("--allow-master", is_flag=True, help="Dump even when the local server is not a replica.")
 @click.pass_context
-def dump(ctx: click.Context, tables: tuple[str, ...], date_text: str | None, force: bool) -> None:
+def dump(ctx: click.Context, tables: tuple[str, ...], date_text: str | None, force: bool, allow_master: bool) -> None:
     """Dump one or a few tables now (manual backfill).
 
     Each table lands as a complete dataset under
     NAMESPACE/DB/TABLE/dt=DATE/ with _SUCCESS written last.  A complete
     dataset is left alone unless --force.  Name tables as DB.TABLE; quote a
-    part containing dots with backticks: `my.db`.events.
+    part containing dots with backticks: `my.db`.events.  Refused (status 3)
+    on a server that is not a replica unless --allow-master.  All tables of
+    one dump come from one consistent snapshot.
 
     \b
     Examples:
@@ -122,7 +128,7 @@ def dump(ctx: click.Context, tables: tuple[str, ...], date_text: str | None, for
         names = [parse_table_name(t) for t in tables]
         date = parse_date(date_text, _utc_today())
         config = _load_config(ctx)
-        outcomes = Dumper(config, threading.Event()).dump(names, date, force=force)
+        outcomes = Dumper(config, threading.Event()).dump(names, date, force=force, allow_master=allow_master)
         return _report(outcomes)
 
     _guarded(body)
@@ -137,6 +143,92 @@ def _report(outcomes: list[TableOutcome]) -> int:
             line += f": {outcome.error}"
         click.echo(line)
     return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else EXIT_OK
+
+
+@cli.command()
+@click.option("--date", "date_text", metavar="YYYY-MM-DD", help="Dataset date [default: yesterday, UTC].")
+@click.option("--workers", type=click.IntRange(1, 64), help="Units dumped at once [default: workers from the config].")
+@click.option("--dry-run", is_flag=True, help="Print the units that would be dumped; dump nothing.")
+@click.pass_context
+def run(ctx: click.Context, date_text: str | None, workers: int | None, dry_run: bool) -> None:
+    """The nightly job: dump this replica's share of every table.
+
+    Does nothing (status 0) when the skip file exists, when another run for
+    this server is running, or when the local server is not a replica.  On a
+    replica it waits until the master's events up to the day after DATE,
+    00:00 UTC, are applied (status 3 after replication.wait_seconds), takes
+    one consistent snapshot, and dumps the units no other replica holds or
+    finished, claiming each on the master.  Status 1 if any unit failed.
+
+    \b
+    Examples (cron, every replica and master of a set):
+      15 0 * * *  tracker run
+      tracker run --date 2026-11-20 --dry-run
+    """
+
+    def body() -> int:
+        date = parse_date(date_text, _utc_today())
+        config = _load_config(ctx)
+        report = Runner(config, threading.Event()).run(date, workers=workers, dry_run=dry_run)
+        click.echo(report.note)
+        for line in report.failed:
+            click.echo(f"failed {line}")
+        return report.status
+
+    _guarded(body)
+
+
+@cli.command()
+@click.option("--date", "date_text", metavar="YYYY-MM-DD", help="Dataset date [default: yesterday, UTC].")
+@click.pass_context
+def verify(ctx: click.Context, date_text: str | None) -> None:
+    """Check that every table of the local server landed complete.
+
+    Compares the local server's tables (after tables.include/exclude) with
+    the datasets that have _SUCCESS in the destination; prints each missing
+    or incomplete one; status 1 when any is.  Build alerts on it.
+
+    \b
+    Examples:
+      tracker verify
+      tracker verify --date 2026-11-20 || page-the-dba
+    """
+
+    def body() -> int:
+        date = parse_date(date_text, _utc_today())
+        checked, gaps = run_verify(_load_config(ctx), date)
+        for gap in gaps:
+            click.echo(f"{gap.state} {gap.db}.{gap.table} dt={date}")
+        click.echo(f"{checked - len(gaps)} of {checked} tables complete for {date}")
+        return EXIT_FAILED if gaps else EXIT_OK
+
+    _guarded(body)
+
+
+@cli.command()
+@click.option("--date", "date_text", metavar="YYYY-MM-DD", help="Dataset date [default: yesterday, UTC].")
+@click.pass_context
+def locks(ctx: click.Context, date_text: str | None) -> None:
+    """Show the claims on the master for a date: active leases and done units.
+
+    \b
+    Examples:
+      tracker locks
+      tracker locks --date 2026-11-20
+    """
+
+    def body() -> int:
+        date = parse_date(date_text, _utc_today())
+        rows = claims_listing(_load_config(ctx), date)
+        click.echo("STATE   UNIT                                     HOST:PORT (PID)               SINCE                       EXPIRES/DONE")
+        for db, tbl, unit, units, state, host, port, pid, since, expires, done_at, expired in rows:
+            name = f"{db}.{tbl}/part-{unit:05d} of {units}"
+            owner = f"{host}:{port} ({pid})"
+            until = done_at if state == "done" else f"{expires}{' EXPIRED' if expired else ''}"
+            click.echo(f"{state:<7} {name:<40} {owner:<29} {since!s:<27} {until}")
+        return EXIT_OK
+
+    _guarded(body)
 
 
 @cli.command(name="cat")

@@ -152,3 +152,20 @@ def load_data_sql(columns: list[dict], table_sql: str, path_placeholder: str = "
     if assignments:
         sql += " SET " + ", ".join(assignments)
     return sql
+
+
+SYSTEM_SCHEMAS = ("mysql", "sys", "information_schema", "performance_schema")
+
+
+def list_tables(conn: pymysql.Connection, skip_schemas: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every base table outside the system schemas and ``skip_schemas``."""
+    skipped = SYSTEM_SCHEMAS + skip_schemas
+    marks = ", ".join(["%s"] * len(skipped))
+    rows = query_all(
+        conn,
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
+        f" WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') AND TABLE_SCHEMA NOT IN ({marks})"
+        " ORDER BY TABLE_SCHEMA, TABLE_NAME",
+        skipped,
+    )
+    return [(str(db), str(table)) for db, table in rows]

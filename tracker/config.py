@@ -59,6 +59,39 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class TablesConfig:
+    """Which tables ``run`` and ``verify`` cover; regexes fully match ``db.table``."""
+
+    include: tuple[re.Pattern, ...] = ()
+    exclude: tuple[re.Pattern, ...] = ()
+    priority: tuple[re.Pattern, ...] = ()
+
+    def wanted(self, db: str, table: str) -> bool:
+        name = f"{db}.{table}"
+        if self.include and not any(p.fullmatch(name) for p in self.include):
+            return False
+        return not any(p.fullmatch(name) for p in self.exclude)
+
+    def rank(self, db: str, table: str) -> int:
+        """0 for priority tables, 1 for the rest."""
+        name = f"{db}.{table}"
+        return 0 if any(p.fullmatch(name) for p in self.priority) else 1
+
+
+@dataclass(frozen=True)
+class ReplicationConfig:
+    heartbeat_table: tuple[str, str] | None = None  # (db, table) of pt-heartbeat
+    wait_seconds: int = 3600
+    poll_seconds: int = 10
+
+
+@dataclass(frozen=True)
+class LocksConfig:
+    schema: str = "tracker"
+    lease_seconds: int = 300
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one host."""
 
@@ -71,6 +104,13 @@ class Config:
     workers: int = 2
     compression: str = "lz4"
     source: str = "auto"
+    master: MySQLConfig | None = None  # None: discovered from the replica status
+    tables: TablesConfig = field(default_factory=TablesConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    locks: LocksConfig = field(default_factory=LocksConfig)
+    skip_file: Path = Path("/etc/tracker/skip")
+    run_lock_dir: Path = Path("/tmp")
+    retries: int = 2
 
 
 # --- validation helpers -----------------------------------------------------
@@ -116,6 +156,18 @@ class _Section:
             raise self.fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
 
+    def patterns(self, key: str) -> tuple[re.Pattern, ...]:
+        values = self.get(key, list, [])
+        compiled = []
+        for value in values:
+            if not isinstance(value, str):
+                raise self.fail(key, f"expected a list of regular expressions, got {value!r}")
+            try:
+                compiled.append(re.compile(value))
+            except re.error as exc:
+                raise self.fail(key, f"invalid regular expression {value!r}: {exc}") from None
+        return tuple(compiled)
+
     def section(self, key: str) -> "_Section":
         value = self.get(key, dict, {})
         return _Section(self.path, value, f"{self.name(key)}.")
@@ -127,7 +179,7 @@ class _Section:
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {int: "an integer", str: "a string", dict: "a mapping", bool: "true or false"}
+    names = {int: "an integer", str: "a string", dict: "a mapping", bool: "true or false", list: "a list"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -158,6 +210,70 @@ def _read_secret(section: _Section, key: str, path: Path) -> str:
         return path.read_text().rstrip("\r\n")
     except OSError as exc:
         raise section.fail(key, f"cannot read {path}: {exc.strerror}") from None
+
+
+def _master(top: _Section, base_dir: Path, local: MySQLConfig) -> MySQLConfig | None:
+    if top.data.get("master") is None:
+        top.used.add("master")
+        return None
+    section = top.section("master")
+    password = section.get("password", str, None)
+    password_file = section.get("password_file", str, None)
+    if password_file is not None:
+        if password:
+            raise section.fail("password_file", "give password or password_file, not both")
+        password = _read_secret(section, "password_file", base_dir / password_file)
+    host = section.get("host", str, None)
+    if not host:
+        raise section.fail("host", "missing (the master's address, or leave master: out to discover it)")
+    config = MySQLConfig(
+        host=host,
+        port=section.integer("port", 3306, 1, 65535),
+        socket=None,
+        user=section.get("user", str, local.user),
+        password=local.password if password is None else password,
+        connect_timeout=section.integer("connect_timeout", local.connect_timeout, 1, 3600),
+    )
+    section.reject_unknown()
+    return config
+
+
+def _tables(section: _Section) -> TablesConfig:
+    config = TablesConfig(
+        include=section.patterns("include"),
+        exclude=section.patterns("exclude"),
+        priority=section.patterns("priority"),
+    )
+    section.reject_unknown()
+    return config
+
+
+def _replication(section: _Section) -> ReplicationConfig:
+    heartbeat = section.get("heartbeat_table", str, None)
+    table = None
+    if heartbeat is not None:
+        db, dot, name = heartbeat.partition(".")
+        if not dot or not db or not name:
+            raise section.fail("heartbeat_table", f"must be DB.TABLE, got {heartbeat!r}")
+        table = (db, name)
+    config = ReplicationConfig(
+        heartbeat_table=table,
+        wait_seconds=section.integer("wait_seconds", 3600, 0, 7 * 86400),
+        poll_seconds=section.integer("poll_seconds", 10, 1, 3600),
+    )
+    section.reject_unknown()
+    return config
+
+
+def _locks(section: _Section) -> LocksConfig:
+    config = LocksConfig(
+        schema=section.get("schema", str, "tracker"),
+        lease_seconds=section.integer("lease_seconds", 300, 2, 86400),
+    )
+    if not config.schema:
+        raise section.fail("schema", "must not be empty")
+    section.reject_unknown()
+    return config
 
 
 def _s3(section: _Section) -> S3Config:
@@ -223,16 +339,24 @@ def build(path: str, data: Any) -> Config:
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     top = _Section(path, data)
     base_dir = Path(path).resolve().parent
+    mysql = _mysql(top.section("mysql"), base_dir)
     config = Config(
         path=path,
         namespace=_namespace(top),
-        mysql=_mysql(top.section("mysql"), base_dir),
+        mysql=mysql,
         outfile_dir=_outfile_dir(top),
         destination=_destination(top),
         s3=_s3(top.section("s3")),
         workers=top.integer("workers", 2, 1, 64),
         compression=top.choice("compression", "lz4", COMPRESSIONS),
         source=top.choice("source", "auto", SOURCES),
+        master=_master(top, base_dir, mysql),
+        tables=_tables(top.section("tables")),
+        replication=_replication(top.section("replication")),
+        locks=_locks(top.section("locks")),
+        skip_file=Path(top.get("skip_file", str, "/etc/tracker/skip")),
+        run_lock_dir=Path(top.get("run_lock_dir", str, "/tmp")),
+        retries=top.integer("retries", 2, 0, 100),
     )
     top.reject_unknown()
     return config

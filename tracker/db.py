@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pymysql
 import pymysql.cursors
+from pymysql.constants import CLIENT
 
 from tracker.config import MySQLConfig
 from tracker.errors import DumpFailed
@@ -41,11 +42,16 @@ def is_local(config: MySQLConfig) -> bool:
     return bool(config.socket) or config.host in ("localhost", "::1") or config.host.startswith("127.")
 
 
-def connect(config: MySQLConfig, *, read_timeout: int | None = None) -> pymysql.Connection:
+def connect(
+    config: MySQLConfig, *, read_timeout: int | None = None, found_rows: bool = False, what: str = "MySQL"
+) -> pymysql.Connection:
     """Open an autocommit connection; errors become one-line ``DumpFailed``.
 
     ``read_timeout`` stays unset for dump connections: an OUTFILE query of a
     large table sends nothing back for hours, and that is not a failure.
+    ``found_rows`` makes UPDATE report matched rather than changed rows, which
+    lease checks rely on (an extension within the same microsecond changes
+    nothing but must still count).
     """
     try:
         return pymysql.connect(
@@ -63,9 +69,10 @@ def connect(config: MySQLConfig, *, read_timeout: int | None = None) -> pymysql.
             # "preferred" TLS would load the CA store (~45 ms of CPU) for
             # every connection.
             ssl_disabled=is_local(config),
+            client_flag=CLIENT.FOUND_ROWS if found_rows else 0,
         )
     except pymysql.MySQLError as exc:
-        raise DumpFailed(f"cannot connect to MySQL {describe(config)}: {error_text(exc)}") from None
+        raise DumpFailed(f"cannot connect to {what} {describe(config)}: {error_text(exc)}") from None
 
 
 def error_text(exc: BaseException) -> str:

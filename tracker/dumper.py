@@ -1,11 +1,11 @@
-"""The dump use case: tables in, complete datasets out.
+"""Dumping tables: plan their units, move each unit, finish each dataset.
 
-For each table: look it up, plan its units (one per partition, else one),
-dump every unit through the pipeline on ``workers`` threads, then write
-``schema.sql``, ``manifest.json`` and, last, ``_SUCCESS``: a failed table
-leaves no object at all, a finished one a complete set.  A dataset that is not complete
-(or is being replaced with ``force``) is cleared first, so every object
-under a dataset prefix comes from one attempt.
+The pieces here are shared by ``tracker dump`` (:class:`Dumper`, below) and
+``tracker run`` (``runner.py``): a table's units are one per partition, else
+one; a unit is dumped on a worker's snapshot connection through the
+pipeline; a dataset is finished by writing ``schema.sql``, ``manifest.json``
+and, last, ``_SUCCESS``, so a failed table leaves no ``_SUCCESS`` and a
+finished one a complete set.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import logging
 import os
 import secrets
 import threading
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import pymysql
 
@@ -26,11 +26,14 @@ from tracker import layout, manifest
 from tracker.columns import Column, TableInfo, find_table, select_list, show_create_table, table_columns
 from tracker.config import Config
 from tracker.db import ServerInfo, connect, error_text, qualified, quote_ident, server_info
-from tracker.errors import ConfigError, TrackerError
-from tracker.outfile import SESSION_SETTINGS, DumpQuery, select_statement
+from tracker.errors import ConfigError, NotAReplica, TrackerError
+from tracker.outfile import DumpQuery, select_statement
 from tracker.pipeline import run_unit
+from tracker.replica import read_status
 from tracker.sinks import Store, open_store
+from tracker.snapshot import Position, take_snapshot
 from tracker.sources import Cancelled, FifoSource, FollowSource, Source
+from tracker.workers import run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ class TableOutcome:
     status: str
     rows: int = 0
     error: str | None = None
-    units: list[manifest.UnitEntry] = field(default_factory=list)
+    units: list[dict[str, Any]] = field(default_factory=list)
 
 
 def plan_units(info: TableInfo) -> list[Unit]:
@@ -81,6 +84,17 @@ def plan_units(info: TableInfo) -> list[Unit]:
         return [Unit(info.db, info.table, 0, None, info.data_bytes)]
     share = info.data_bytes // len(info.partitions)
     return [Unit(info.db, info.table, i, p, share) for i, p in enumerate(info.partitions)]
+
+
+def plan_table(conn: pymysql.Connection, namespace: str, db: str, table: str, date: dt.date) -> TablePlan:
+    info = find_table(conn, db, table)
+    return TablePlan(
+        info=info,
+        keys=layout.DatasetKeys(namespace, db, table, date),
+        columns=table_columns(conn, db, table),
+        schema=show_create_table(conn, db, table),
+        units=plan_units(info),
+    )
 
 
 def check_outfile_dir(config: Config, server: ServerInfo) -> None:
@@ -103,134 +117,51 @@ def choose_source(config: Config, server: ServerInfo) -> str:
     return "fifo" if server.flavour == "percona" else "follow"
 
 
-class Dumper:
-    """Dumps tables for one date with the configured workers."""
+def describe_failure(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, TrackerError) else f"{type(exc).__name__}: {exc}"
 
-    def __init__(self, config: Config, cancel: threading.Event, store: Store | None = None) -> None:
+
+class UnitDumper:
+    """Moves units of tables from the local server to the store."""
+
+    def __init__(self, config: Config, store: Store, server: ServerInfo, cancel: threading.Event) -> None:
         self.config = config
+        self.store = store
+        self.server = server
         self.cancel = cancel
-        self.store = store or open_store(config.destination, config.s3)
+        self.source_kind = choose_source(config, server)
         self._seq = itertools.count()
-        self._server: ServerInfo | None = None
-        self._source_kind = "follow"
 
-    # -- entry point ---------------------------------------------------------
-
-    def dump(self, tables: list[tuple[str, str]], date: dt.date, *, force: bool) -> list[TableOutcome]:
-        conn = connect(self.config.mysql)
-        try:
-            self._server = server_info(conn)
-            check_outfile_dir(self.config, self._server)
-            self._source_kind = choose_source(self.config, self._server)
-            outcomes: list[TableOutcome] = []
-            plans: list[tuple[TablePlan, TableOutcome]] = []
-            for db, table in tables:
-                outcome = TableOutcome(db, table, "pending")
-                outcomes.append(outcome)
-                plan = self._plan_table(conn, db, table, date, force, outcome)
-                if plan is not None:
-                    plans.append((plan, outcome))
-        finally:
-            conn.close()
-        self._run_units(plans)
-        for plan, outcome in plans:
-            self._finish_table(plan, outcome)
-        return outcomes
-
-    # -- planning --------------------------------------------------------------
-
-    def _plan_table(
-        self, conn: pymysql.Connection, db: str, table: str, date: dt.date, force: bool, outcome: TableOutcome
-    ) -> TablePlan | None:
-        keys = layout.DatasetKeys(self.config.namespace, db, table, date)
-        try:
-            info = find_table(conn, db, table)
-            if self.store.exists(keys.success) and not force:
-                outcome.status = "skipped"
-                log.info("event=skip_complete table=%s.%s date=%s", db, table, date)
-                return None
-            columns = table_columns(conn, db, table)
-            schema = show_create_table(conn, db, table)
-            self._clear_dataset(keys)
-        except TrackerError as exc:
-            return self._fail(outcome, str(exc))
-        except pymysql.MySQLError as exc:
-            return self._fail(outcome, f"reading table {db}.{table}: {error_text(exc)}")
-        return TablePlan(info, keys, columns, schema, plan_units(info))
-
-    def _clear_dataset(self, keys: layout.DatasetKeys) -> None:
-        """Remove what an earlier, incomplete or replaced attempt left.
-
-        ``_SUCCESS`` goes first: from then on no reader trusts the dataset.
-        """
-        self.store.delete(keys.success)
-        for key in self.store.list(keys.prefix + "/"):
-            self.store.delete(key)
-
-    @staticmethod
-    def _fail(outcome: TableOutcome, message: str) -> None:
-        outcome.status = "failed"
-        outcome.error = message
-        log.error("event=table_failed table=%s.%s error=%s", outcome.db, outcome.table, message)
-        return None
-
-    # -- running ---------------------------------------------------------------
-
-    def _run_units(self, plans: list[tuple[TablePlan, TableOutcome]]) -> None:
-        jobs = [(plan, outcome, unit) for plan, outcome in plans for unit in plan.units]
-        if not jobs:
-            return
-        with ThreadPoolExecutor(self.config.workers, thread_name_prefix="worker") as pool:
-            futures: dict[Future, tuple[TablePlan, TableOutcome, Unit]] = {
-                pool.submit(self._dump_unit, plan, unit): (plan, outcome, unit) for plan, outcome, unit in jobs
-            }
-            try:
-                pending = set(futures)
-                while pending:
-                    # A timed wait keeps the main thread responsive to signals.
-                    _done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-            except BaseException:
-                self.cancel.set()
-                raise
-            finally:
-                if self.cancel.is_set():
-                    for future in futures:
-                        future.cancel()
-        for future, (_plan, outcome, unit) in futures.items():
-            exc = future.exception()
-            if exc is None:
-                outcome.units.append(future.result())
-            elif outcome.status != "failed":
-                message = str(exc) if isinstance(exc, TrackerError) else f"{type(exc).__name__}: {exc}"
-                self._fail(outcome, f"{unit.label}: {message}")
-        if self.cancel.is_set():
-            raise Cancelled("stopped by request; no unfinished unit was committed")
-
-    def _dump_unit(self, plan: TablePlan, unit: Unit) -> manifest.UnitEntry:
-        if self.cancel.is_set():
+    def dump(
+        self,
+        conn: pymysql.Connection,
+        plan: TablePlan,
+        unit: Unit,
+        position: Position | None,
+        *,
+        cancel: threading.Event | None = None,
+        checks: Sequence[Callable[[], None]] = (),
+        overwrite: bool = False,
+    ) -> dict[str, Any]:
+        """Dump one unit on ``conn`` (a snapshot connection); its manifest entry."""
+        cancel = cancel or self.cancel
+        if cancel.is_set():
             raise Cancelled("stopped by request")
         key = plan.keys.part(unit.index, self.config.compression)
-        conn = connect(self.config.mysql)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(SESSION_SETTINGS)
-            path = self._outfile_path()
-            statement = select_statement(
-                unit.label, select_list(plan.columns), unit.from_clause(), conn.escape(str(path))
-            )
-            query = DumpQuery(conn, statement, self._kill_query)
-            log.info("event=unit_start unit=%s source=%s", unit.label, self._source_kind)
-            stats = run_unit(
-                self._source(query, path),
-                self.store,
-                key,
-                compression=self.config.compression,
-                overwrite=False,
-                size_hint=unit.size_hint,
-                label=unit.label,
-            )
-        finally:
-            conn.close()
+        path = self._outfile_path()
+        statement = select_statement(unit.label, select_list(plan.columns), unit.from_clause(), conn.escape(str(path)))
+        query = DumpQuery(conn, statement, self._kill_query)
+        log.info("event=unit_start unit=%s source=%s", unit.label, self.source_kind)
+        stats = run_unit(
+            self._source(query, path, cancel),
+            self.store,
+            key,
+            compression=self.config.compression,
+            overwrite=overwrite,
+            size_hint=unit.size_hint,
+            checks=checks,
+            label=unit.label,
+        )
         log.info(
             "event=unit_done unit=%s rows=%d bytes=%d raw_bytes=%d secs=%.2f mb_per_sec=%.1f",
             unit.label,
@@ -240,7 +171,6 @@ class Dumper:
             stats.seconds,
             stats.raw_bytes / 1e6 / max(stats.seconds, 1e-9),
         )
-        assert self._server is not None
         return manifest.UnitEntry(
             index=unit.index,
             key=key,
@@ -249,15 +179,16 @@ class Dumper:
             bytes=stats.stored_bytes,
             raw_bytes=stats.raw_bytes,
             crc32=stats.crc32,
-            source=self._server.label,
+            source=self.server.label,
             seconds=stats.seconds,
             partition=unit.partition,
-        )
+            position=position.to_json() if position else None,
+        ).to_json()
 
-    def _source(self, query: DumpQuery, path: Path) -> Source:
-        if self._source_kind == "fifo":
-            return FifoSource(query, path, self.cancel)
-        return FollowSource(query, path, self.cancel)
+    def _source(self, query: DumpQuery, path: Path, cancel: threading.Event) -> Source:
+        if self.source_kind == "fifo":
+            return FifoSource(query, path, cancel)
+        return FollowSource(query, path, cancel)
 
     def _outfile_path(self) -> Path:
         name = f"tracker-{os.getpid()}-{next(self._seq)}-{secrets.token_hex(4)}.tsv"
@@ -275,12 +206,8 @@ class Dumper:
         finally:
             conn.close()
 
-    # -- finishing -------------------------------------------------------------
-
-    def _finish_table(self, plan: TablePlan, outcome: TableOutcome) -> None:
-        if outcome.status == "failed":
-            return
-        assert self._server is not None
+    def finish_table(self, plan: TablePlan, units: list[dict[str, Any]]) -> dict[str, Any]:
+        """Write schema, manifest and, last, ``_SUCCESS``; returns the manifest."""
         document = manifest.build(
             namespace=self.config.namespace,
             db=plan.info.db,
@@ -288,25 +215,118 @@ class Dumper:
             date=plan.keys.date,
             columns=plan.columns,
             compression=self.config.compression,
-            units=outcome.units,
+            units=units,
             schema_key=plan.keys.schema,
-            server_version=self._server.version,
+            server_version=self.server.version,
         )
-        try:
-            self.store.put(plan.keys.schema, plan.schema.encode() + b"\n")
-            self.store.put(plan.keys.manifest, manifest.dumps(document))
-            self.store.put(plan.keys.success, b"")
-        except TrackerError as exc:
-            self._fail(outcome, str(exc))
-            return
-        outcome.status = "done"
-        outcome.rows = document["rows"]
+        self.store.put(plan.keys.schema, plan.schema.encode() + b"\n")
+        self.store.put(plan.keys.manifest, manifest.dumps(document))
+        self.store.put(plan.keys.success, b"")
         log.info(
             "event=table_done table=%s.%s date=%s units=%d rows=%d bytes=%d",
             plan.info.db,
             plan.info.table,
             plan.keys.date,
-            len(outcome.units),
+            len(units),
             document["rows"],
             document["bytes"],
         )
+        return document
+
+
+def open_local(config: Config) -> tuple[pymysql.Connection, ServerInfo]:
+    """Connect to the local server and check it can write to outfile_dir."""
+    conn = connect(config.mysql)
+    try:
+        server = server_info(conn)
+        check_outfile_dir(config, server)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, server
+
+
+class Dumper:
+    """``tracker dump``: the named tables, now, from one snapshot."""
+
+    def __init__(self, config: Config, cancel: threading.Event, store: Store | None = None) -> None:
+        self.config = config
+        self.cancel = cancel
+        self.store = store or open_store(config.destination, config.s3)
+
+    def dump(
+        self, tables: list[tuple[str, str]], date: dt.date, *, force: bool, allow_master: bool = False
+    ) -> list[TableOutcome]:
+        conn, server = open_local(self.config)
+        try:
+            replica = read_status(conn) is not None
+            if not replica and not allow_master:
+                raise NotAReplica(
+                    f"{server.label} is not a replica; refusing to dump from a master (use --allow-master)"
+                )
+            outcomes = [TableOutcome(db, table, "pending") for db, table in tables]
+            plans = [(p, o) for o in outcomes if (p := self._plan(conn, o, date, force)) is not None]
+        finally:
+            conn.close()
+        units = UnitDumper(self.config, self.store, server, self.cancel)
+        jobs = [(plan, outcome, unit) for plan, outcome in plans for unit in plan.units]
+        if jobs:
+            workers = min(self.config.workers, len(jobs))
+            snapshot = take_snapshot(self.config.mysql, workers, self.config.replication, replica=replica)
+            try:
+                results = run_parallel(
+                    snapshot.connections,
+                    jobs,
+                    lambda c, job: units.dump(c, job[0], job[2], snapshot.position),
+                    self.cancel,
+                )
+            finally:
+                snapshot.close()
+            if self.cancel.is_set():
+                raise Cancelled("stopped by request; no unfinished unit was committed")
+            for result in results:
+                _plan, outcome, unit = result.job
+                if result.error is None:
+                    outcome.units.append(result.result)  # type: ignore[arg-type]
+                elif outcome.status != "failed":
+                    self._fail(outcome, f"{unit.label}: {describe_failure(result.error)}")
+        for plan, outcome in plans:
+            if outcome.status == "failed":
+                continue
+            try:
+                outcome.rows = units.finish_table(plan, outcome.units)["rows"]
+                outcome.status = "done"
+            except TrackerError as exc:
+                self._fail(outcome, str(exc))
+        return outcomes
+
+    def _plan(self, conn: pymysql.Connection, outcome: TableOutcome, date: dt.date, force: bool) -> TablePlan | None:
+        db, table = outcome.db, outcome.table
+        try:
+            plan = plan_table(conn, self.config.namespace, db, table, date)
+            if self.store.exists(plan.keys.success) and not force:
+                outcome.status = "skipped"
+                log.info("event=skip_complete table=%s.%s date=%s", db, table, date)
+                return None
+            self._clear_dataset(plan.keys)
+            return plan
+        except TrackerError as exc:
+            return self._fail(outcome, str(exc))
+        except pymysql.MySQLError as exc:
+            return self._fail(outcome, f"reading table {db}.{table}: {error_text(exc)}")
+
+    def _clear_dataset(self, keys: layout.DatasetKeys) -> None:
+        """Remove what an earlier, incomplete or replaced attempt left.
+
+        ``_SUCCESS`` goes first: from then on no reader trusts the dataset.
+        """
+        self.store.delete(keys.success)
+        for key in self.store.list(keys.prefix + "/"):
+            self.store.delete(key)
+
+    @staticmethod
+    def _fail(outcome: TableOutcome, message: str) -> None:
+        outcome.status = "failed"
+        outcome.error = message
+        log.error("event=table_failed table=%s.%s error=%s", outcome.db, outcome.table, message)
+        return None

@@ -42,6 +42,7 @@ class UnitEntry:
     source: str
     seconds: float
     partition: str | None = None
+    position: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -54,6 +55,7 @@ class UnitEntry:
             "checksum": {"crc32": self.crc32},
             "source": self.source,
             "seconds": round(self.seconds, 3),
+            "position": self.position,
         }
         if self.partition is not None:
             entry["partition"] = self.partition
@@ -78,7 +80,7 @@ def build(
     date: dt.date,
     columns: list[Column],
     compression: str,
-    units: list[UnitEntry],
+    units: list[dict[str, Any]],
     schema_key: str,
     server_version: str,
 ) -> dict[str, Any]:
@@ -88,13 +90,13 @@ def build(
         "db": db,
         "table": table,
         "date": date.isoformat(),
-        "rows": sum(u.rows for u in units),
-        "bytes": sum(u.bytes for u in units),
-        "raw_bytes": sum(u.raw_bytes for u in units),
+        "rows": sum(u["rows"] for u in units),
+        "bytes": sum(u["bytes"] for u in units),
+        "raw_bytes": sum(u["raw_bytes"] for u in units),
         "compression": compression,
         "format": DATA_FORMAT,
         "columns": [column_entry(c) for c in columns],
-        "units": [u.to_json() for u in sorted(units, key=lambda u: u.index)],
+        "units": sorted(units, key=lambda u: u["index"]),
         "schema": schema_key,
         "server_version": server_version,
         "tracker_version": __version__,

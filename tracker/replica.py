@@ -9,8 +9,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+import pymysql
+import pymysql.cursors
+
+from tracker.config import ReplicationConfig
+from tracker.db import qualified, query_one
+from tracker.errors import NotAReplica, NotCaughtUp
+from tracker.sources import Cancelled
+
+log = logging.getLogger(__name__)
 
 # (our field, names in the new vocabulary, names in the old one)
 _FIELDS = {
@@ -123,3 +136,70 @@ def progress_from_lag(status: ReplicaStatus, now: dt.datetime) -> Progress:
 def progress_from_heartbeat(newest: dt.datetime | None) -> Progress:
     """With pt-heartbeat: the newest heartbeat row applied (its ``ts``, UTC)."""
     return Progress(newest, "heartbeat")
+
+
+# --- reading the server -------------------------------------------------------
+
+
+def read_status(conn: pymysql.Connection) -> ReplicaStatus | None:
+    """The local replica status; tries the new statement, then the old one."""
+    for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
+        try:
+            with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                cur.execute(statement)
+                return parse_status(cur.fetchone())
+        except pymysql.err.ProgrammingError:
+            continue  # syntax unknown to this server version
+    return None
+
+
+def server_utc_now(conn: pymysql.Connection) -> dt.datetime:
+    row = query_one(conn, "SELECT UTC_TIMESTAMP(6)")
+    assert row is not None
+    return row[0].replace(tzinfo=dt.timezone.utc)
+
+
+def newest_heartbeat(conn: pymysql.Connection, table: tuple[str, str]) -> dt.datetime | None:
+    """pt-heartbeat's newest ``ts`` (written in UTC with ``--utc``)."""
+    row = query_one(conn, f"SELECT MAX(ts) FROM {qualified(*table)}")
+    value = row[0] if row else None
+    if value is None:
+        return None
+    if isinstance(value, (bytes, str)):
+        text = value.decode() if isinstance(value, bytes) else value
+        value = dt.datetime.fromisoformat(text.replace(" ", "T"))
+    return value.replace(tzinfo=dt.timezone.utc)
+
+
+def current_progress(conn: pymysql.Connection, status: ReplicaStatus, heartbeat: tuple[str, str] | None) -> Progress:
+    if heartbeat is not None:
+        return progress_from_heartbeat(newest_heartbeat(conn, heartbeat))
+    return progress_from_lag(status, server_utc_now(conn))
+
+
+def wait_until_caught_up(
+    conn: pymysql.Connection,
+    date: dt.date,
+    config: ReplicationConfig,
+    cancel: threading.Event,
+) -> Progress:
+    """Wait until the replica has applied the master's events up to the cutoff.
+
+    Re-checks every ``poll_seconds`` for up to ``wait_seconds``; then raises
+    ``NotCaughtUp`` saying how far behind it is.
+    """
+    cutoff = cutoff_for(date)
+    deadline = time.monotonic() + config.wait_seconds
+    while True:
+        status = read_status(conn)
+        if status is None:
+            raise NotAReplica("the local server stopped being a replica while waiting")
+        progress = current_progress(conn, status, config.heartbeat_table)
+        if progress.reaches(cutoff):
+            return progress
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise NotCaughtUp(f"replica not caught up after {config.wait_seconds} s: {progress.behind(cutoff)}")
+        log.info("event=waiting_for_replica %s", progress.behind(cutoff))
+        if cancel.wait(min(config.poll_seconds, remaining)):
+            raise Cancelled("stopped by request while waiting for the replica")

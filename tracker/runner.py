@@ -1,0 +1,207 @@
+"""``tracker run``: the nightly cron job of every host of a replica set.
+
+On a server that is not a replica it does nothing (a failover needs no
+human).  On a replica it waits until the replica has applied the master's
+events up to the dataset's cutoff, takes one consistent snapshot for its
+workers, and dumps every wanted table's units that no other host holds or
+finished, claiming each on the master first.  Whichever host completes a
+table's last unit writes the table's manifest and ``_SUCCESS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pymysql
+
+from tracker.claims import ClaimStore, Lease, Owner, UnitKey
+from tracker.columns import list_tables
+from tracker.config import Config, MySQLConfig
+from tracker.dumper import TablePlan, Unit, UnitDumper, describe_failure, open_local, plan_table
+from tracker.errors import TrackerError
+from tracker.replica import ReplicaStatus, read_status, wait_until_caught_up
+from tracker.sinks import Store, open_store
+from tracker.snapshot import Snapshot, take_snapshot
+from tracker.sources import Cancelled
+from tracker.workers import run_parallel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunReport:
+    """What one run did; ``status`` is the exit status."""
+
+    status: int = 0
+    note: str = ""
+    done: list[str] = field(default_factory=list)  # unit labels dumped here
+    skipped: list[str] = field(default_factory=list)  # held or finished elsewhere
+    failed: list[str] = field(default_factory=list)
+    finished_tables: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def one_run_per_server(directory: Path, port: int) -> Iterator[bool]:
+    """An exclusive, non-blocking lock file per local server; yields whether we got it."""
+    path = directory / f"tracker-run-{port}.lock"
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def master_config(config: Config, status: ReplicaStatus) -> MySQLConfig:
+    """The configured master, else the one the replica replicates from."""
+    if config.master is not None:
+        return config.master
+    return MySQLConfig(
+        host=status.source_host,
+        port=status.source_port,
+        user=config.mysql.user,
+        password=config.mysql.password,
+        connect_timeout=config.mysql.connect_timeout,
+    )
+
+
+@dataclass
+class _Job:
+    plan: TablePlan
+    unit: Unit
+
+
+class Runner:
+    def __init__(self, config: Config, cancel: threading.Event, store: Store | None = None) -> None:
+        self.config = config
+        self.cancel = cancel
+        self.store = store or open_store(config.destination, config.s3)
+
+    def run(self, date: dt.date, *, workers: int | None = None, dry_run: bool = False) -> RunReport:
+        if self.config.skip_file.exists():
+            log.info("event=skipped reason=skip_file path=%s", self.config.skip_file)
+            return RunReport(note=f"skip file {self.config.skip_file} exists; nothing done")
+        conn, server = open_local(self.config)
+        try:
+            with one_run_per_server(self.config.run_lock_dir, server.port) as got_it:
+                if not got_it:
+                    log.info("event=skipped reason=already_running port=%d", server.port)
+                    return RunReport(note="another tracker run for this server is running; nothing done")
+                status = read_status(conn)
+                if status is None:
+                    log.info("event=skipped reason=not_a_replica server=%s", server.label)
+                    return RunReport(note=f"{server.label} is not a replica; nothing to do")
+                wait_until_caught_up(conn, date, self.config.replication, self.cancel)
+                return self._run(conn, server, status, date, workers or self.config.workers, dry_run)
+        finally:
+            conn.close()
+
+    def _run(self, conn, server, status, date, workers, dry_run) -> RunReport:
+        claims = ClaimStore(master_config(self.config, status), self.config.locks, Owner(server.hostname, server.port))
+        try:
+            claims.ensure_table()
+            claims.release_leftovers()
+            claims.purge()
+            plans = self._plan(conn, date)
+            jobs = [_Job(plan, unit) for plan in plans for unit in plan.units]
+            if dry_run:
+                for job in jobs:
+                    print(f"would dump {job.unit.label}")
+                return RunReport(note=f"dry run: {len(jobs)} units in {len(plans)} tables")
+            if not jobs:
+                return RunReport(note="nothing to dump: every wanted table is complete")
+            units = UnitDumper(self.config, self.store, server, self.cancel)
+            snapshot = take_snapshot(self.config.mysql, min(workers, len(jobs)), self.config.replication, replica=True)
+            try:
+                return self._dump(jobs, units, snapshot, claims, date)
+            finally:
+                snapshot.close()
+        finally:
+            claims.close()
+
+    def _plan(self, conn: pymysql.Connection, date: dt.date) -> list[TablePlan]:
+        """Wanted tables not complete yet, priority tables first."""
+        tables = [
+            (db, table)
+            for db, table in list_tables(conn, (self.config.locks.schema,))
+            if self.config.tables.wanted(db, table)
+        ]
+        tables.sort(key=lambda t: self.config.tables.rank(*t))
+        plans = []
+        for db, table in tables:
+            plan = plan_table(conn, self.config.namespace, db, table, date)
+            if self.store.exists(plan.keys.success):
+                log.info("event=skip_complete table=%s.%s date=%s", db, table, date)
+                continue
+            plans.append(plan)
+        return plans
+
+    def _dump(self, jobs: list[_Job], units: UnitDumper, snapshot: Snapshot, claims: ClaimStore, date: dt.date) -> RunReport:
+        report = RunReport()
+
+        def work(conn: pymysql.Connection, job: _Job) -> str:
+            key = UnitKey(self.config.namespace, job.plan.info.db, job.plan.info.table, date, job.unit.index)
+            unit_cancel = _Scope(self.cancel)
+            lease = claims.try_claim(key, len(job.plan.units), unit_cancel.set)
+            if lease is None:
+                return "skipped"
+            return self._dump_claimed(conn, job, lease, unit_cancel, units, snapshot, claims)
+
+        outcomes = run_parallel(snapshot.connections, jobs, work, self.cancel, retries=self.config.retries)
+        if self.cancel.is_set():
+            raise Cancelled("stopped by request; no unfinished unit was committed")
+        for outcome in outcomes:
+            label = outcome.job.unit.label
+            if outcome.error is not None:
+                log.error("event=unit_failed unit=%s attempts=%d error=%s", label, outcome.attempts, describe_failure(outcome.error))
+                report.failed.append(f"{label}: {describe_failure(outcome.error)}")
+            elif outcome.result == "skipped":
+                report.skipped.append(label)
+            else:
+                report.done.append(label)
+                if outcome.result == "finished":
+                    report.finished_tables.append(f"{outcome.job.plan.info.db}.{outcome.job.plan.info.table}")
+        report.status = 1 if report.failed else 0
+        report.note = (
+            f"units dumped here={len(report.done)} skipped={len(report.skipped)} failed={len(report.failed)}"
+            f" tables finished here={len(report.finished_tables)}"
+        )
+        log.info("event=run_done %s", report.note)
+        return report
+
+    def _dump_claimed(self, conn, job: _Job, lease: Lease, unit_cancel, units: UnitDumper, snapshot: Snapshot, claims: ClaimStore) -> str:
+        plan = job.plan
+        try:
+            key = plan.keys.part(job.unit.index, self.config.compression)
+            # An object without a done claim was left by a host that died
+            # between committing and marking done; we hold the claim now.
+            overwrite = self.store.exists(key)
+            entry = units.dump(conn, plan, job.unit, snapshot.position, cancel=unit_cancel, checks=(lease.check,), overwrite=overwrite)
+        except BaseException:
+            lease.release()
+            raise
+        lease.mark_done(entry)
+        total, results = claims.done_results(self.config.namespace, plan.info.db, plan.info.table, plan.keys.date)
+        if len(results) < total:
+            return "dumped"
+        units.finish_table(plan, results)
+        return "finished"
+
+
+class _Scope(threading.Event):
+    """A unit's own stop flag that also follows the run's."""
+
+    def __init__(self, parent: threading.Event) -> None:
+        super().__init__()
+        self._parent = parent
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._parent.is_set()

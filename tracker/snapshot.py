@@ -1,0 +1,140 @@
+"""One consistent snapshot for every worker of a run.
+
+All units one host dumps in one run must come from a single point of the
+replication stream, so that tables written in the same transactions on the
+master agree.  The SQL thread is stopped, every worker's connection opens a
+``WITH CONSISTENT SNAPSHOT`` transaction, the position is recorded, and the
+SQL thread starts again -- in a ``finally``, so an error or a signal can not
+leave replication stopped, and within the time it takes to open the
+connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymysql
+
+from tracker.config import MySQLConfig, ReplicationConfig
+from tracker.db import connect, query_one
+from tracker.outfile import SESSION_SETTINGS
+from tracker.replica import newest_heartbeat, read_status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where in the master's stream a snapshot stands (recorded in manifests)."""
+
+    gtid: str
+    binlog_file: str
+    binlog_pos: int
+    heartbeat: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "gtid": self.gtid,
+            "binlog_file": self.binlog_file,
+            "binlog_pos": self.binlog_pos,
+            "heartbeat": self.heartbeat,
+        }
+
+
+@dataclass
+class Snapshot:
+    """Worker connections that all see the same data, and where that is."""
+
+    connections: list[pymysql.Connection]
+    position: Position | None  # None on a server that is not a replica
+    taken_at: float = field(default_factory=time.monotonic)
+
+    def close(self) -> None:
+        for conn in self.connections:
+            try:
+                conn.close()
+            except Exception:  # closing is best effort; the server ends the transaction
+                pass
+        self.connections = []
+
+
+def _sql_thread(conn: pymysql.Connection, verb: str) -> None:
+    """``STOP``/``START`` the SQL thread in either vocabulary."""
+    last: Exception | None = None
+    for noun in ("REPLICA", "SLAVE"):
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"{verb} {noun} SQL_THREAD")
+            return
+        except pymysql.err.ProgrammingError as exc:
+            last = exc  # syntax of the other vocabulary
+    assert last is not None
+    raise last
+
+
+def _open_worker(config: MySQLConfig) -> pymysql.Connection:
+    conn = connect(config)
+    with conn.cursor() as cur:
+        cur.execute(SESSION_SETTINGS)
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+    return conn
+
+
+def _position(conn: pymysql.Connection, heartbeat_table: tuple[str, str] | None) -> Position:
+    status = read_status(conn)
+    assert status is not None
+    gtid = status.executed_gtid_set
+    if not gtid:
+        row = query_one(conn, "SELECT @@GLOBAL.gtid_slave_pos")
+        gtid = str(row[0]) if row and row[0] is not None else ""
+    beat = newest_heartbeat(conn, heartbeat_table) if heartbeat_table else None
+    return Position(
+        gtid=gtid,
+        binlog_file=status.relay_source_log_file,
+        binlog_pos=status.exec_source_log_pos,
+        heartbeat=beat.isoformat() if beat else None,
+    )
+
+
+def take_snapshot(config: MySQLConfig, workers: int, replication: ReplicationConfig, *, replica: bool) -> Snapshot:
+    """Open ``workers`` connections at one point of the replication stream.
+
+    On a server that is not a replica (``dump --allow-master``) each
+    connection still gets its own consistent snapshot, but there is no
+    stream position to hold still or record.
+    """
+    if not replica:
+        return Snapshot([_open_worker(config) for _ in range(workers)], None)
+    control = connect(config)
+    connections: list[pymysql.Connection] = []
+    try:
+        status = read_status(control)
+        was_running = bool(status and status.sql_running)
+        started = time.monotonic()
+        if was_running:
+            _sql_thread(control, "STOP")
+        try:
+            connections = [_open_worker(config) for _ in range(workers)]
+            position = _position(control, replication.heartbeat_table)
+        finally:
+            if was_running:
+                _sql_thread(control, "START")
+        log.info(
+            "event=snapshot workers=%d gtid=%s binlog=%s:%d sql_thread_stopped_secs=%.3f",
+            workers,
+            position.gtid,
+            position.binlog_file,
+            position.binlog_pos,
+            time.monotonic() - started if was_running else 0.0,
+        )
+        return Snapshot(connections, position)
+    except BaseException:
+        for conn in connections:
+            conn.close()
+        raise
+    finally:
+        control.close()

@@ -1,0 +1,82 @@
+"""Worker threads, one per snapshot connection, pulling units from a queue.
+
+Each worker owns one connection (its transaction is its snapshot) for the
+whole run.  The main thread only waits, in short steps, so a signal raised
+there (SIGTERM, Ctrl-C) is handled at once: it sets ``cancel``, every
+source stops its query and every upload aborts, and the workers are joined
+before the error propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Generic, TypeVar
+
+import pymysql
+
+log = logging.getLogger(__name__)
+
+Job = TypeVar("Job")
+
+
+@dataclass
+class Outcome(Generic[Job]):
+    job: Job
+    result: object = None
+    error: BaseException | None = None
+    attempts: int = 0
+
+
+@dataclass
+class _Shared(Generic[Job]):
+    jobs: "queue.Queue[Outcome[Job]]" = field(default_factory=queue.Queue)
+    done: list[Outcome[Job]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def run_parallel(
+    connections: list[pymysql.Connection],
+    jobs: list[Job],
+    work: Callable[[pymysql.Connection, Job], object],
+    cancel: threading.Event,
+    retries: int = 0,
+) -> list[Outcome[Job]]:
+    """Run ``work(conn, job)`` for every job; a failed job is retried up to ``retries`` times."""
+    shared: _Shared[Job] = _Shared()
+    for job in jobs:
+        shared.jobs.put(Outcome(job))
+
+    def worker(conn: pymysql.Connection) -> None:
+        while not cancel.is_set():
+            try:
+                outcome = shared.jobs.get_nowait()
+            except queue.Empty:
+                return
+            outcome.attempts += 1
+            try:
+                outcome.result, outcome.error = work(conn, outcome.job), None
+            except Exception as exc:  # recorded; reported by the caller
+                outcome.error = exc
+                if outcome.attempts <= retries and not cancel.is_set():
+                    log.warning("event=retry attempt=%d error=%s", outcome.attempts, exc)
+                    shared.jobs.put(outcome)
+                    continue
+            with shared.lock:
+                shared.done.append(outcome)
+
+    threads = [threading.Thread(target=worker, args=(conn,), name=f"worker-{i}") for i, conn in enumerate(connections)]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except BaseException:
+        cancel.set()
+        for thread in threads:
+            thread.join()
+        raise
+    return shared.done
