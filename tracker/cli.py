@@ -170,6 +170,8 @@ def run(ctx: click.Context, date_text: str | None, workers: int | None, dry_run:
         date = parse_date(date_text, _utc_today())
         config = _load_config(ctx)
         report = Runner(config, threading.Event()).run(date, workers=workers, dry_run=dry_run)
+        for label in report.planned:
+            click.echo(f"would dump {label}")
         click.echo(report.note)
         for line in report.failed:
             click.echo(f"failed {line}")

@@ -25,7 +25,7 @@ from tracker.claims import ClaimStore, Lease, Owner, UnitKey
 from tracker.columns import list_tables
 from tracker.config import Config, MySQLConfig
 from tracker.dumper import TablePlan, Unit, UnitDumper, describe_failure, open_local, plan_table
-from tracker.errors import TrackerError
+from tracker.errors import ConfigError
 from tracker.replica import ReplicaStatus, read_status, wait_until_caught_up
 from tracker.sinks import Store, open_store
 from tracker.snapshot import Snapshot, take_snapshot
@@ -45,13 +45,18 @@ class RunReport:
     skipped: list[str] = field(default_factory=list)  # held or finished elsewhere
     failed: list[str] = field(default_factory=list)
     finished_tables: list[str] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)  # with --dry-run
 
 
 @contextlib.contextmanager
-def one_run_per_server(directory: Path, port: int) -> Iterator[bool]:
+def one_run_per_server(directory: Path, port: int, config_path: str) -> Iterator[bool]:
     """An exclusive, non-blocking lock file per local server; yields whether we got it."""
     path = directory / f"tracker-run-{port}.lock"
-    with open(path, "a") as handle:
+    try:
+        handle = open(path, "a")
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: run_lock_dir: cannot open {path}: {exc.strerror}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -91,7 +96,7 @@ class Runner:
             return RunReport(note=f"skip file {self.config.skip_file} exists; nothing done")
         conn, server = open_local(self.config)
         try:
-            with one_run_per_server(self.config.run_lock_dir, server.port) as got_it:
+            with one_run_per_server(self.config.run_lock_dir, server.port, self.config.path) as got_it:
                 if not got_it:
                     log.info("event=skipped reason=already_running port=%d", server.port)
                     return RunReport(note="another tracker run for this server is running; nothing done")
@@ -113,9 +118,8 @@ class Runner:
             plans = self._plan(conn, date)
             jobs = [_Job(plan, unit) for plan in plans for unit in plan.units]
             if dry_run:
-                for job in jobs:
-                    print(f"would dump {job.unit.label}")
-                return RunReport(note=f"dry run: {len(jobs)} units in {len(plans)} tables")
+                planned = [job.unit.label for job in jobs]
+                return RunReport(note=f"dry run: {len(jobs)} units in {len(plans)} tables", planned=planned)
             if not jobs:
                 return RunReport(note="nothing to dump: every wanted table is complete")
             units = UnitDumper(self.config, self.store, server, self.cancel)

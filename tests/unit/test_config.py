@@ -92,3 +92,52 @@ def test_resolve_path() -> None:
     assert config.resolve_path("x.yaml", {"TRACKER_CONFIG": "y"}) == "x.yaml"
     assert config.resolve_path(None, {"TRACKER_CONFIG": "y"}) == "y"
     assert config.resolve_path(None, {}) == config.DEFAULT_PATH
+
+
+def test_run_sections(tmp_path: Path, base: dict) -> None:
+    base.update(
+        master={"host": "db-master", "port": 3307},
+        tables={"include": [r"shop\..*"], "exclude": [r"shop\.tmp_.*"], "priority": [r"shop\.orders"]},
+        replication={"heartbeat_table": "heartbeat.heartbeat", "wait_seconds": 60, "poll_seconds": 5},
+        locks={"schema": "tracker_locks", "lease_seconds": 120},
+        skip_file="/tmp/skip",
+        run_lock_dir="/run/lock",
+        retries=1,
+    )
+    cfg = config.load(write(tmp_path, base))
+    assert cfg.master is not None and (cfg.master.host, cfg.master.port) == ("db-master", 3307)
+    assert cfg.master.user == "tracker" and cfg.master.password == "pw"  # inherited from mysql:
+    assert cfg.tables.wanted("shop", "orders") and not cfg.tables.wanted("shop", "tmp_x")
+    assert not cfg.tables.wanted("other", "orders")
+    assert cfg.tables.wanted("shop", "a.b")  # full match over db.table, dots and all
+    assert cfg.tables.rank("shop", "orders") == 0 and cfg.tables.rank("shop", "users") == 1
+    assert cfg.replication.heartbeat_table == ("heartbeat", "heartbeat")
+    assert (cfg.locks.schema, cfg.locks.lease_seconds, cfg.retries) == ("tracker_locks", 120, 1)
+
+
+def test_run_defaults(tmp_path: Path, base: dict) -> None:
+    cfg = config.load(write(tmp_path, base))
+    assert cfg.master is None
+    assert cfg.tables.wanted("any", "table")
+    assert cfg.replication.wait_seconds == 3600 and cfg.replication.heartbeat_table is None
+    assert (cfg.locks.schema, cfg.locks.lease_seconds) == ("tracker", 300)
+    assert str(cfg.skip_file) == "/etc/tracker/skip"
+
+
+@pytest.mark.parametrize(
+    "change, key, words",
+    [
+        (lambda d: d.update(tables={"include": ["("]}), "tables.include", "invalid regular expression"),
+        (lambda d: d.update(tables={"include": "shop"}), "tables.include", "expected a list"),
+        (lambda d: d.update(replication={"heartbeat_table": "nodot"}), "replication.heartbeat_table", "DB.TABLE"),
+        (lambda d: d.update(locks={"lease_seconds": 1}), "locks.lease_seconds", "between 2"),
+        (lambda d: d.update(master={"port": 3306}), "master.host", "missing"),
+        (lambda d: d.update(retries=-1), "retries", "between 0"),
+    ],
+)
+def test_invalid_run_sections(tmp_path: Path, base: dict, change, key: str, words: str) -> None:
+    change(base)
+    path = write(tmp_path, base)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(info.value).startswith(f"{path}: {key}:") and words in str(info.value), str(info.value)
