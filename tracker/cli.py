@@ -20,6 +20,7 @@ from tracker import config as config_mod
 from tracker.dumper import Dumper, TableOutcome
 from tracker.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TrackerError, UsageError
 from tracker.names import parse_table_name
+from tracker.kill import kill as kill_dumps
 from tracker.reader import cat as cat_object
 from tracker.runner import Runner
 from tracker.verify import claims_listing
@@ -228,6 +229,41 @@ def locks(ctx: click.Context, date_text: str | None) -> None:
             owner = f"{host}:{port} ({pid})"
             until = done_at if state == "done" else f"{expires}{' EXPIRED' if expired else ''}"
             click.echo(f"{state:<7} {name:<40} {owner:<29} {since!s:<27} {until}")
+        return EXIT_OK
+
+    _guarded(body)
+
+
+@cli.command(name="kill")
+@click.option("--force", is_flag=True, help="Kill every tracker dump on this server, replica or not.")
+@click.pass_context
+def kill_command(ctx: click.Context, force: bool) -> None:
+    """Stop dumps after a failover; clean up orphans.  For cron, every minute.
+
+    When the local server is no longer a replica (promoted, replication
+    reset, or read_only off), or with --force, kills every tracker dump query
+    on it and sends SIGTERM to every local tracker run/dump using this
+    config.  On a healthy replica it kills only orphaned dump queries, whose
+    tracker process is gone.  Never drops or changes a MySQL user.  The
+    kill_skip_file disables it.  Status 0 unless it could not do its job.
+
+    \b
+    Examples:
+      * * * * *  tracker kill
+      tracker kill --force
+    """
+
+    def body() -> int:
+        config = _load_config(ctx)
+        if config.kill_skip_file.exists():
+            click.echo(f"disabled by {config.kill_skip_file}; nothing killed")
+            return EXIT_OK
+        report = kill_dumps(config, force=force)
+        for query in report.queries:
+            click.echo(f"killed query {query.connection_id} of tracker pid {query.pid}")
+        for pid in report.processes:
+            click.echo(f"sent SIGTERM to tracker pid {pid}")
+        click.echo(f"{report.reason or 'healthy replica'}: {len(report.queries)} queries killed, {len(report.processes)} processes stopped")
         return EXIT_OK
 
     _guarded(body)

@@ -109,6 +109,7 @@ class Config:
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     locks: LocksConfig = field(default_factory=LocksConfig)
     skip_file: Path = Path("/etc/tracker/skip")
+    kill_skip_file: Path = Path("/etc/tracker/no_kill")
     run_lock_dir: Path = Path("/tmp")
     retries: int = 2
 
@@ -186,13 +187,19 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
 # --- sections ----------------------------------------------------------------
 
 
-def _mysql(section: _Section, base_dir: Path) -> MySQLConfig:
-    password = section.get("password", str, "")
+def _password(section: _Section, base_dir: Path, default: str) -> str:
+    """``password`` or ``password_file`` (relative to the config file), not both."""
+    password = section.get("password", str, None)
     password_file = section.get("password_file", str, None)
-    if password_file is not None:
-        if password:
-            raise section.fail("password_file", "give password or password_file, not both")
-        password = _read_secret(section, "password_file", base_dir / password_file)
+    if password_file is None:
+        return default if password is None else password
+    if password:
+        raise section.fail("password_file", "give password or password_file, not both")
+    return _read_secret(section, "password_file", base_dir / password_file)
+
+
+def _mysql(section: _Section, base_dir: Path) -> MySQLConfig:
+    password = _password(section, base_dir, "")
     config = MySQLConfig(
         host=section.get("host", str, "127.0.0.1"),
         port=section.integer("port", 3306, 1, 65535),
@@ -217,12 +224,7 @@ def _master(top: _Section, base_dir: Path, local: MySQLConfig) -> MySQLConfig | 
         top.used.add("master")
         return None
     section = top.section("master")
-    password = section.get("password", str, None)
-    password_file = section.get("password_file", str, None)
-    if password_file is not None:
-        if password:
-            raise section.fail("password_file", "give password or password_file, not both")
-        password = _read_secret(section, "password_file", base_dir / password_file)
+    password = _password(section, base_dir, local.password)
     host = section.get("host", str, None)
     if not host:
         raise section.fail("host", "missing (the master's address, or leave master: out to discover it)")
@@ -231,7 +233,7 @@ def _master(top: _Section, base_dir: Path, local: MySQLConfig) -> MySQLConfig | 
         port=section.integer("port", 3306, 1, 65535),
         socket=None,
         user=section.get("user", str, local.user),
-        password=local.password if password is None else password,
+        password=password,
         connect_timeout=section.integer("connect_timeout", local.connect_timeout, 1, 3600),
     )
     section.reject_unknown()
@@ -355,6 +357,7 @@ def build(path: str, data: Any) -> Config:
         replication=_replication(top.section("replication")),
         locks=_locks(top.section("locks")),
         skip_file=Path(top.get("skip_file", str, "/etc/tracker/skip")),
+        kill_skip_file=Path(top.get("kill_skip_file", str, "/etc/tracker/no_kill")),
         run_lock_dir=Path(top.get("run_lock_dir", str, "/tmp")),
         retries=top.integer("retries", 2, 0, 100),
     )

@@ -71,3 +71,7 @@ class LeaseLost(TrackerError):
 
 class StageFailed(TrackerError):
     """A pipeline stage (un-escape, compression) failed."""
+
+
+class KillFailed(TrackerError):
+    """The kill script could not do its job."""

@@ -26,6 +26,7 @@ from tracker.columns import list_tables
 from tracker.config import Config, MySQLConfig
 from tracker.dumper import TablePlan, Unit, UnitDumper, describe_failure, open_local, plan_table
 from tracker.errors import ConfigError
+from tracker.kill import kill as kill_orphans_or_all
 from tracker.replica import ReplicaStatus, read_status, wait_until_caught_up
 from tracker.sinks import Store, open_store
 from tracker.snapshot import Snapshot, take_snapshot
@@ -84,6 +85,12 @@ class _Job:
     unit: Unit
 
 
+def kill_orphans(config: Config) -> None:
+    report = kill_orphans_or_all(config, orphans_only=True)
+    if report.queries:
+        log.warning("event=orphans_killed count=%d", len(report.queries))
+
+
 class Runner:
     def __init__(self, config: Config, cancel: threading.Event, store: Store | None = None) -> None:
         self.config = config
@@ -104,6 +111,9 @@ class Runner:
                 if status is None:
                     log.info("event=skipped reason=not_a_replica server=%s", server.label)
                     return RunReport(note=f"{server.label} is not a replica; nothing to do")
+                # No other run of ours is alive (we hold the lock): any dump
+                # query whose process is gone is an orphan writing for nobody.
+                kill_orphans(self.config)
                 wait_until_caught_up(conn, date, self.config.replication, self.cancel)
                 return self._run(conn, server, status, date, workers or self.config.workers, dry_run)
         finally:

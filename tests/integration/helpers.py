@@ -183,3 +183,34 @@ def send_signal_when(proc: subprocess.Popen, predicate, sig: int = signal.SIGTER
     proc.send_signal(sig)
 
 
+
+
+def create_big_table(server: MariaDB, rows: int) -> str:
+    """A large table of binary rows on ``server`` only (binlog off: not replicated); returns db.table."""
+    import uuid
+
+    db = f"big_{uuid.uuid4().hex[:8]}"
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_log_bin = 0")
+            cur.execute(f"CREATE DATABASE {db}")
+            cur.execute(f"USE {db}")
+            cur.execute("CREATE TABLE big (id INT PRIMARY KEY, a BIGINT, b VARBINARY(1100), c VARCHAR(40))")
+            cur.execute(
+                "INSERT INTO big SELECT seq, seq * 7, CONCAT(RANDOM_BYTES(500), x'005c0a09', RANDOM_BYTES(500)),"
+                f" MD5(seq) FROM seq_1_to_{rows}"
+            )
+    finally:
+        conn.close()
+    return f"{db}.big"
+
+
+def drop_unreplicated(server: MariaDB, db: str) -> None:
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_log_bin = 0")
+            cur.execute(f"DROP DATABASE IF EXISTS {db}")
+    finally:
+        conn.close()

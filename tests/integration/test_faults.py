@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import signal
 import time
-import uuid
 
 import pytest
 
 from sandbox.faults import FaultProxy, part_number_at_least
 from tests.integration.helpers import (
     Sampler,
+    create_big_table,
+    drop_unreplicated,
     outfile_bytes_on_disk,
     peak_rss,
     run_tracker,
@@ -33,29 +34,9 @@ MiB = 1 << 20
 @pytest.fixture(scope="module")
 def big_table(replica) -> str:
     """A large table on one replica only (not replicated: saves minutes)."""
-    db = f"big_{uuid.uuid4().hex[:8]}"
-    conn = replica.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET SESSION sql_log_bin = 0")
-            cur.execute(f"CREATE DATABASE {db}")
-            cur.execute(f"CREATE TABLE {db}.big (id INT PRIMARY KEY, a BIGINT, b VARBINARY(1100), c VARCHAR(40))")
-            cur.execute(f"USE {db}")
-            cur.execute(
-                f"INSERT INTO big SELECT seq, seq * 7, CONCAT(RANDOM_BYTES(500), x'005c0a09', RANDOM_BYTES(500)),"
-                f" MD5(seq) FROM seq_1_to_{BIG_ROWS}"
-            )
-    finally:
-        conn.close()
-    yield f"{db}.big"
-    replica.sql("SET SESSION sql_log_bin = 0")  # harmless; the drop below uses its own session
-    conn = replica.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET SESSION sql_log_bin = 0")
-            cur.execute(f"DROP DATABASE {db}")
-    finally:
-        conn.close()
+    name = create_big_table(replica, BIG_ROWS)
+    yield name
+    drop_unreplicated(replica, name.split(".")[0])
 
 
 def assert_nothing_left(replica, s3, bucket: str) -> None:

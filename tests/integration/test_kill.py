@@ -1,0 +1,117 @@
+"""``tracker kill``: orphans on a healthy replica, everything after a promotion."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from sandbox.mariadb import REPL_PASSWORD, REPL_USER  # noqa: F401
+from tests.integration.helpers import (
+    create_big_table,
+    drop_unreplicated,
+    run_tracker,
+    start_tracker,
+    tagged_queries,
+    wait_for,
+    write_config,
+)
+
+ROWS = 300_000
+
+
+@pytest.fixture(scope="module")
+def big_on_replica2(replica2) -> str:
+    name = create_big_table(replica2, ROWS)
+    yield name
+    drop_unreplicated(replica2, name.split(".")[0])
+
+
+def nothing_under(dest) -> bool:
+    """No object a reader would see (a kill -9 can leave a hidden temporary file)."""
+    return not [p for p in dest.rglob("*") if p.is_file() and not p.name.startswith(".")]
+
+
+def test_orphan_of_a_killed_dump_is_killed(replica2, tmp_path, big_on_replica2) -> None:
+    dest = tmp_path / "dest"
+    config = write_config(tmp_path, replica2, f"file://{dest}", kill_skip_file=str(tmp_path / "no_kill"))
+    proc = start_tracker(config, "dump", big_on_replica2, "--date", "2026-11-01")
+    assert wait_for(lambda: tagged_queries(replica2), 30)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert tagged_queries(replica2), "the server should still be writing for the dead process"
+    assert nothing_under(dest)
+
+    # a live dump of another table must not be touched meanwhile
+    (tmp_path / "no_kill").write_text("")
+    disabled = run_tracker(config, "kill")
+    assert disabled.returncode == 0 and b"disabled by" in disabled.stdout
+    assert tagged_queries(replica2)
+    (tmp_path / "no_kill").unlink()
+
+    started = time.monotonic()
+    result = run_tracker(config, "kill")
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"healthy replica: 1 queries killed, 0 processes stopped" in result.stdout
+    assert wait_for(lambda: not tagged_queries(replica2), 5)
+    assert time.monotonic() - started < 5
+    assert list(replica2.outfile_dir.iterdir()) == []
+
+    again = run_tracker(config, "dump", big_on_replica2, "--date", "2026-11-01")
+    assert again.returncode == 0, again.stderr.decode()
+
+
+def test_live_dump_is_left_alone_on_a_healthy_replica(replica2, tmp_path, big_on_replica2) -> None:
+    dest = tmp_path / "dest"
+    config = write_config(tmp_path, replica2, f"file://{dest}", kill_skip_file=str(tmp_path / "no_kill"))
+    proc = start_tracker(config, "dump", big_on_replica2, "--date", "2026-11-02")
+    try:
+        assert wait_for(lambda: tagged_queries(replica2), 30)
+        result = run_tracker(config, "kill")
+        assert result.returncode == 0 and b"0 queries killed" in result.stdout
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def promote(replica) -> None:
+    replica.sql("STOP SLAVE")
+    replica.sql("RESET SLAVE ALL")
+    replica.sql("SET GLOBAL read_only = OFF")
+
+
+def reattach(replica, master, replica_set) -> None:
+    replica.sql(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER=%s, MASTER_PASSWORD=%s,"
+        " MASTER_USE_GTID=slave_pos",
+        (master.port, REPL_USER, REPL_PASSWORD),
+    )
+    replica.sql("START SLAVE")
+    replica.sql("SET GLOBAL read_only = ON")
+    replica_set.sync()
+
+
+def test_promotion_mid_dump_then_kill(master, replica2, replica_set, tmp_path, big_on_replica2) -> None:
+    dest = tmp_path / "dest"
+    config = write_config(tmp_path, replica2, f"file://{dest}", kill_skip_file=str(tmp_path / "no_kill"))
+    proc = start_tracker(config, "dump", big_on_replica2, "--date", "2026-11-03")
+    try:
+        assert wait_for(lambda: tagged_queries(replica2), 30)
+        time.sleep(0.5)
+        promote(replica2)
+        started = time.monotonic()
+        result = run_tracker(config, "kill")
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"not a replica" in result.stdout and b"sent SIGTERM to tracker pid %d" % proc.pid in result.stdout
+        assert wait_for(lambda: not tagged_queries(replica2), 5)
+        assert proc.wait(15) != 0
+        assert time.monotonic() - started < 15
+        assert nothing_under(dest)
+        assert list(replica2.outfile_dir.iterdir()) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reattach(replica2, master, replica_set)

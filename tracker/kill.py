@@ -1,0 +1,162 @@
+"""``tracker kill``: stop dumps that must not go on, from cron every minute.
+
+After a failover the local server is no longer a replica (or read_only was
+turned off); dumps must stop at once so the new master is not loaded, and
+nobody should have to drop a user at 3 a.m.  So when the server is not a
+replica, or with ``force``, every tracker dump query on it is killed and
+every local tracker process for it is told to stop (SIGTERM).  On a healthy
+replica only orphans are killed: tagged queries whose tracker process is
+gone (a ``kill -9`` of tracker leaves the server writing an OUTFILE nobody
+reads, in follow mode into an unlinked file that keeps growing).
+
+Dump queries are found by the tag every one carries (``/* tracker pid=N``).
+No MySQL user is ever dropped or changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pymysql
+
+from tracker.config import DEFAULT_PATH, Config
+from tracker.db import connect, error_text, query_all, query_one
+from tracker.errors import KillFailed
+from tracker.outfile import TAG_PREFIX
+from tracker.replica import read_status
+
+log = logging.getLogger(__name__)
+
+_TAG = re.compile(re.escape(TAG_PREFIX) + r"pid=(\d+) ")
+_COMMANDS = ("run", "dump")
+
+
+@dataclass(frozen=True)
+class TaggedQuery:
+    connection_id: int
+    pid: int
+
+
+@dataclass
+class KillReport:
+    reason: str = ""
+    queries: list[TaggedQuery] = field(default_factory=list)
+    processes: list[int] = field(default_factory=list)
+
+
+def tagged_queries(conn: pymysql.Connection) -> list[TaggedQuery]:
+    """Tracker's dump statements running on the server, with the pid in their tag."""
+    rows = query_all(
+        conn,
+        "SELECT ID, INFO FROM information_schema.PROCESSLIST"
+        " WHERE INFO LIKE %s AND ID <> CONNECTION_ID()",
+        ("%" + TAG_PREFIX + "pid=%",),
+    )
+    found = []
+    for connection_id, info in rows:
+        match = _TAG.search(info.decode() if isinstance(info, bytes) else str(info))
+        if match:
+            found.append(TaggedQuery(int(connection_id), int(match.group(1))))
+    return found
+
+
+def _argv(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def is_tracker_process(pid: int) -> bool:
+    """A live local process running ``tracker run`` or ``tracker dump``."""
+    words = _argv(pid)
+    runs_tracker = any(w == "tracker" or w.endswith("/tracker") for w in words)
+    return runs_tracker and any(w in _COMMANDS for w in words)
+
+
+def config_of(pid: int) -> str:
+    """The config file a tracker process uses: --config, $TRACKER_CONFIG, or the default."""
+    words = _argv(pid)
+    for i, word in enumerate(words):
+        if word == "--config" and i + 1 < len(words):
+            return os.path.realpath(words[i + 1])
+        if word.startswith("--config="):
+            return os.path.realpath(word.split("=", 1)[1])
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        environ = []
+    for item in environ:
+        if item.startswith(b"TRACKER_CONFIG="):
+            return os.path.realpath(item.split(b"=", 1)[1].decode(errors="replace"))
+    return os.path.realpath(DEFAULT_PATH)
+
+
+def tracker_processes(config_path: str) -> list[int]:
+    """Local ``tracker run``/``dump`` processes using this config (this server), not this one."""
+    me, mine = os.getpid(), os.path.realpath(config_path)
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        pid = int(entry.name)
+        if is_tracker_process(pid) and config_of(pid) == mine:
+            pids.append(pid)
+    return sorted(pids)
+
+
+def failover_reason(conn: pymysql.Connection) -> str:
+    """Why dumps must stop on this server, or "" on a healthy replica."""
+    if read_status(conn) is None:
+        return "the local server is not a replica"
+    row = query_one(conn, "SELECT @@GLOBAL.read_only")
+    if row is not None and not int(row[0]):
+        return "read_only is off on the local server"
+    return ""
+
+
+def _kill_query(conn: pymysql.Connection, query: TaggedQuery) -> bool:
+    try:
+        with conn.cursor() as cur:
+            cur.execute("KILL QUERY %s", (query.connection_id,))
+        return True
+    except pymysql.MySQLError as exc:
+        if "Unknown thread" in str(exc):
+            return False  # it ended by itself meanwhile
+        raise
+
+
+def kill(config: Config, *, force: bool = False, orphans_only: bool = False) -> KillReport:
+    """Kill what must stop; see the module doc.  ``orphans_only``: never failover mode."""
+    conn = connect(config.mysql)
+    try:
+        reason = "forced" if force else ("" if orphans_only else failover_reason(conn))
+        report = KillReport(reason=reason)
+        for query in tagged_queries(conn):
+            if (reason or not is_tracker_process(query.pid)) and _kill_query(conn, query):
+                report.queries.append(query)
+                log.warning(
+                    "event=killed_query connection=%d pid=%d why=%s",
+                    query.connection_id,
+                    query.pid,
+                    reason or "orphan (its tracker process is gone)",
+                )
+        if reason:
+            for pid in sorted(set(tracker_processes(config.path)) | {q.pid for q in report.queries if is_tracker_process(q.pid)}):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+                report.processes.append(pid)
+                log.warning("event=stopped_process pid=%d why=%s", pid, reason)
+        return report
+    except pymysql.MySQLError as exc:
+        raise KillFailed(f"kill on {config.mysql.host}:{config.mysql.port} failed: {error_text(exc)}") from None
+    finally:
+        conn.close()
