@@ -49,7 +49,15 @@ def run_parallel(
     for job in jobs:
         shared.jobs.put(Outcome(job))
 
-    def worker(conn: pymysql.Connection) -> None:
+    finished = [threading.Event() for _ in connections]
+
+    def worker(conn: pymysql.Connection, done: threading.Event) -> None:
+        try:
+            _work_loop(conn)
+        finally:
+            done.set()
+
+    def _work_loop(conn: pymysql.Connection) -> None:
         while not cancel.is_set():
             try:
                 outcome = shared.jobs.get_nowait()
@@ -67,16 +75,26 @@ def run_parallel(
             with shared.lock:
                 shared.done.append(outcome)
 
-    threads = [threading.Thread(target=worker, args=(conn,), name=f"worker-{i}") for i, conn in enumerate(connections)]
+    threads = [
+        threading.Thread(target=worker, args=(conn, done), name=f"worker-{i}")
+        for i, (conn, done) in enumerate(zip(connections, finished))
+    ]
     for thread in threads:
         thread.start()
+    # Wait on events, not Thread.join: on Python 3.11 a signal that
+    # interrupts join() marks a still running thread as stopped, and the
+    # main thread would then tear down connections under a working unit.
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
+        for done in finished:
+            while not done.wait(0.2):
+                pass
     except BaseException:
         cancel.set()
-        for thread in threads:
-            thread.join()
+        for done in finished:
+            done.wait()
         raise
+    finally:
+        for thread in threads:
+            if not thread.is_alive():
+                thread.join()
     return shared.done

@@ -1,0 +1,808 @@
+"""``tracker run``, claims on the master, ``verify`` and ``locks`` against the real replica set.
+
+Every test owns a database (``fresh_db``) and uses it as its ``namespace`` too,
+so the claims table on the master, shared by the whole session, never mixes
+tests.  Destinations are ``file://`` directories under ``tmp_path``; each
+replica gets its own ``run_lock_dir`` (on real hosts each has its own /tmp).
+
+Dump time is made controllable without generating hundreds of MB: the
+"slow" tables carry a VIRTUAL generated column whose expression hashes a
+320 KB string per row, so the server's OUTFILE spends about half a
+millisecond per row while the tables themselves stay tiny and are created
+in milliseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lz4.frame
+import pymysql
+import pymysql.cursors
+import pytest
+
+from sandbox import MariaDB, ReplicaSet
+from tests.integration.helpers import run_tracker, tagged_queries, tracker_argv, wait_for, write_config
+from tracker.layout import encode_segment
+
+DATE = "2026-11-01"
+LOCK_SCHEMA = "tracker"  # the default locks.schema
+LEASE = 3  # locks.lease_seconds for the takeover tests
+# One row of a slow table costs the server ~0.5 ms to produce (hashing 320 KB).
+SLOW_EXPR = "SHA2(REPEAT(a, 10000), 512)"
+PARTS_RE = re.compile(r"part-\d{5}\.tsv(\.lz4|\.gz)?")
+
+
+# --- config and processes -------------------------------------------------------
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    path = tmp_path / "dest"
+    path.mkdir()
+    return path
+
+
+def run_config(tmp_path: Path, server: MariaDB, dest: Path, db: str, **extra: Any) -> Path:
+    """A ``run`` config for ``server``: namespace = db, only db's tables, no skip file.
+
+    ``extra`` overrides; mapping sections are merged key by key.
+    """
+    lock_dir = tmp_path / f"runlock-{server.port}"
+    lock_dir.mkdir(exist_ok=True)
+    data: dict[str, Any] = {
+        "namespace": db,
+        "tables": {"include": [re.escape(db) + r"\..*"]},
+        "skip_file": str(tmp_path / "skip"),
+        "run_lock_dir": str(lock_dir),
+        "workers": 1,
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return write_config(tmp_path, server, f"file://{dest}", **data)
+
+
+@dataclass
+class Spawned:
+    """A tracker process whose output goes to files (a pipe nobody reads could block it)."""
+
+    proc: subprocess.Popen
+    out_path: Path
+    err_path: Path
+    started: float
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"tracker pid {self.pid} did not exit within {timeout} s; {self.output()}") from None
+
+    def kill(self) -> None:
+        """SIGCONT (it may be stopped) then SIGKILL; reaps.  Safe to call twice."""
+        if self.proc.poll() is None:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    self.proc.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait(timeout=30)
+
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        return f"exit {self.proc.returncode}\n--- stdout:\n{self.stdout()}\n--- stderr:\n{self.stderr()}"
+
+
+def spawn(tmp_path: Path, config: Path, *args: str) -> Spawned:
+    stamp = time.monotonic_ns()
+    out_path, err_path = tmp_path / f"out-{stamp}.txt", tmp_path / f"err-{stamp}.txt"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(tracker_argv(config, *args), stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    return Spawned(proc, out_path, err_path, time.monotonic())
+
+
+def shown(result: subprocess.CompletedProcess) -> str:
+    return (
+        f"exit {result.returncode}\n--- stdout:\n{result.stdout.decode(errors='replace')}"
+        f"\n--- stderr:\n{result.stderr.decode(errors='replace')}"
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("tracker: error:")]
+
+
+# --- servers ------------------------------------------------------------------------
+
+
+def make_table(
+    server: MariaDB,
+    db: str,
+    table: str,
+    rows: int,
+    *,
+    slow: bool = True,
+    partitions: int = 0,
+    marker: str = "",
+    binlog: bool = True,
+) -> None:
+    """``db.table`` with ``rows`` rows; ``slow`` adds the costly virtual column.
+
+    ``binlog=False`` creates it on ``server`` alone (root, ``sql_log_bin=0``):
+    the way to put a table on a replica without writing through replication.
+    """
+    columns = "id INT PRIMARY KEY, a CHAR(32) NOT NULL, who VARCHAR(20) NOT NULL"
+    if slow:
+        columns += f", v VARCHAR(128) AS ({SLOW_EXPR}) VIRTUAL"
+    ddl = f"CREATE TABLE `{table}` ({columns}) ENGINE=InnoDB"
+    if partitions:
+        ddl += f" PARTITION BY HASH(id) PARTITIONS {partitions}"
+    conn = server.connect(database=db)  # the seq_ tables need a current database
+    try:
+        with conn.cursor() as cur:
+            if not binlog:
+                cur.execute("SET SESSION sql_log_bin = 0")
+            cur.execute(ddl)
+            if rows:
+                cur.execute(
+                    f"INSERT INTO `{table}` (id, a, who) SELECT seq, MD5(seq), %s FROM seq_1_to_{rows}", (marker,)
+                )
+    finally:
+        conn.close()
+
+
+def claims(master: MariaDB, namespace: str) -> list[dict[str, Any]]:
+    """The claim rows of one namespace on the master ([] while the table does not exist)."""
+    conn = master.connect(cursorclass=pymysql.cursors.DictCursor)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT * FROM `{LOCK_SCHEMA}`.claims WHERE namespace = %s", (namespace,))
+            return list(cur.fetchall())
+    except pymysql.err.ProgrammingError as exc:
+        if exc.args[0] in (1049, 1146):  # unknown database / table
+            return []
+        raise
+    finally:
+        conn.close()
+
+
+def describe_claims(rows: list[dict[str, Any]]) -> str:
+    keys = ("db", "tbl", "ds", "unit", "state", "port", "pid", "expires_at")
+    return "; ".join(", ".join(f"{k}={r.get(k)}" for k in keys) for r in rows) or "<no claims>"
+
+
+def dump_queries(server: MariaDB) -> list[tuple]:
+    """Tracker's OUTFILE statements running on ``server``."""
+    return [row for row in tagged_queries(server) if row[1] and "OUTFILE" in str(row[1]).upper()]
+
+
+def kill_dump_queries(server: MariaDB) -> None:
+    """Test hygiene after a SIGKILL: stop the orphaned query burning CPU for the next steps."""
+    for query_id, _info in dump_queries(server):
+        try:
+            server.sql(f"KILL QUERY {int(query_id)}")
+        except pymysql.MySQLError:
+            pass
+    wait_for(lambda: not dump_queries(server), 15)
+
+
+def ensure_replicating(replica_set: ReplicaSet, server: MariaDB) -> None:
+    """Leave replication running whatever a killed or stopped tracker did to it."""
+    status = server.slave_status() or {}
+    if status.get("Slave_SQL_Running") != "Yes" or status.get("Slave_IO_Running") != "Yes":
+        server.sql("START SLAVE")
+    assert wait_for(lambda: (server.slave_status() or {}).get("Slave_SQL_Running") == "Yes", 15), server.slave_status()
+    replica_set.sync()
+
+
+# --- destination ---------------------------------------------------------------------
+
+
+def dataset_dir(dest: Path, namespace: str, db: str, table: str, date: str = DATE) -> Path:
+    return dest / namespace / encode_segment(db) / encode_segment(table) / f"dt={date}"
+
+
+def visible_files(path: Path) -> list[Path]:
+    """Files under ``path``, leaving out the dot-named temporaries of unfinished writes."""
+    if not path.exists():
+        return []
+    return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "manifest.json").read_text())
+
+
+def assert_complete(directory: Path, rows: int, *, strict: bool = True) -> dict[str, Any]:
+    """One complete dataset: _SUCCESS, schema, manifest, and exactly the manifest's parts.
+
+    ``strict`` also refuses dot-named temporaries (a crashed writer may leave one).
+    """
+    assert (directory / "_SUCCESS").is_file(), f"no _SUCCESS in {directory}: {os.listdir(directory) if directory.exists() else 'missing'}"
+    manifest = read_manifest(directory)
+    names = sorted(p.name for p in directory.iterdir())
+    if not strict:
+        names = [n for n in names if not n.startswith(".")]
+    parts = sorted(n for n in names if PARTS_RE.fullmatch(n))
+    others = sorted(n for n in names if n not in parts)
+    assert others == ["_SUCCESS", "manifest.json", "schema.sql"], f"{directory}: unexpected files {names}"
+    unit_parts = sorted(u["key"].rsplit("/", 1)[-1] for u in manifest["units"])
+    assert parts == unit_parts, f"{directory}: parts {parts} but manifest units {unit_parts}"
+    assert len(set(unit_parts)) == len(unit_parts), f"{directory}: a unit listed twice: {unit_parts}"
+    for unit in manifest["units"]:
+        part = directory / unit["key"].rsplit("/", 1)[-1]
+        assert part.stat().st_size == unit["bytes"], f"{part}: {part.stat().st_size} bytes, manifest says {unit['bytes']}"
+    assert manifest["rows"] == rows, f"{directory}: manifest rows {manifest['rows']}, table has {rows}"
+    assert sum(u["rows"] for u in manifest["units"]) == rows
+    return manifest
+
+
+def source_port(unit: dict[str, Any]) -> int:
+    return int(unit["source"].rsplit(":", 1)[1])
+
+
+def gtid_seq(position: str, domain: int = 0) -> int:
+    """Sequence number of ``domain`` in a MariaDB GTID position like '0-1-42,1-3-7'."""
+    for gtid in position.replace(" ", "").split(","):
+        if gtid:
+            d, _server, seq = gtid.split("-")
+            if int(d) == domain:
+                return int(seq)
+    raise AssertionError(f"no domain {domain} in GTID position {position!r}")
+
+
+# --- 1. two replicas split the work -------------------------------------------------------
+
+
+def test_two_replicas_split_the_units(master, replica, replica2, replica_set, fresh_db, tmp_path, dest) -> None:
+    rows = 400  # ~0.2 s of server time per table
+    tables = {f"t{i:02d}": (3 if i < 4 else 0) for i in range(20)}  # four partitioned tables
+    for table, partitions in tables.items():
+        make_table(master, fresh_db, table, rows, partitions=partitions)
+    replica_set.sync()
+    total_units = sum(p or 1 for p in tables.values())
+
+    configs = [run_config(tmp_path, server, dest, fresh_db, workers=1) for server in (replica, replica2)]
+    procs = [spawn(tmp_path, config, "run", "--date", DATE) for config in configs]
+    try:
+        for proc in procs:
+            proc.wait(timeout=120)
+    finally:
+        for proc in procs:
+            proc.kill()
+    for proc in procs:
+        assert proc.proc.returncode == 0, proc.output()
+
+    sources: set[int] = set()
+    positions: dict[int, set[str]] = {}
+    for table in tables:
+        directory = dataset_dir(dest, fresh_db, fresh_db, table)
+        manifest = assert_complete(directory, rows)
+        expected_units = tables[table] or 1
+        assert len(manifest["units"]) == expected_units, f"{table}: {len(manifest['units'])} units"
+        for unit in manifest["units"]:
+            port = source_port(unit)
+            assert port in (replica.port, replica2.port), f"{table}: source {unit['source']} is neither replica"
+            sources.add(port)
+            positions.setdefault(port, set()).add(json.dumps(unit.get("position"), sort_keys=True))
+    successes = [p for p in visible_files(dest) if p.name == "_SUCCESS"]
+    assert len(successes) == len(tables), [str(p) for p in successes]
+    assert sources == {replica.port, replica2.port}, (
+        f"only {sources} did any work (replicas {replica.port}, {replica2.port});\n"
+        + "\n".join(p.output() for p in procs)
+    )
+    for port, seen in positions.items():
+        assert len(seen) == 1, f"units dumped by port {port} in one run carry different positions: {seen}"
+
+    rows_ = claims(master, fresh_db)
+    assert len(rows_) >= total_units and {r["state"] for r in rows_} == {"done"}, describe_claims(rows_)
+
+
+# --- 2. one consistent snapshot per host and run ------------------------------------------
+
+
+class PairWriter(threading.Thread):
+    """Inserts one row into each of two tables per transaction on the master, until stopped."""
+
+    def __init__(self, master: MariaDB, db: str, first_id: int) -> None:
+        super().__init__(daemon=True)
+        self.master, self.db, self.next_id = master, db, first_id
+        self.committed: list[int] = []  # the GTID sequence number of each transaction, in order
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            conn = self.master.connect(database=self.db, autocommit=False)
+            try:
+                with conn.cursor() as cur:
+                    while not self.stop.is_set():
+                        for table in ("a", "b"):
+                            cur.execute(
+                                f"INSERT INTO {table} (id, a, who) VALUES (%s, MD5(%s), 'writer')",
+                                (self.next_id, self.next_id),
+                            )
+                        conn.commit()
+                        cur.execute("SELECT @@last_gtid")
+                        (gtid,) = cur.fetchone()
+                        conn.commit()
+                        self.committed.append(gtid_seq(gtid))
+                        self.next_id += 1
+                        time.sleep(0.003)
+            finally:
+                conn.close()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def test_units_of_one_host_share_one_snapshot(master, replica, replica_set, fresh_db, tmp_path, dest) -> None:
+    initial = 1200
+    for table in ("a", "b"):
+        make_table(master, fresh_db, table, initial, partitions=4)  # 8 units on 2 workers, ~0.15 s each
+    replica_set.sync()
+    writer = PairWriter(master, fresh_db, initial + 1)
+    writer.start()
+    try:
+        assert wait_for(lambda: len(writer.committed) >= 20 or writer.error is not None, 10), "writer never got going"
+        before = len(writer.committed)
+        config = run_config(tmp_path, replica, dest, fresh_db, workers=2)
+        result = run_tracker(config, "run", "--date", DATE, timeout=120)
+        during = len(writer.committed) - before
+    finally:
+        writer.stop.set()
+        writer.join(timeout=30)
+    assert writer.error is None, f"writer failed: {writer.error!r}"
+    assert result.returncode == 0, shown(result)
+    assert during > 0, "the writer committed nothing while run executed: the test proves nothing"
+    replica_set.sync()
+
+    manifests = {}
+    for table in ("a", "b"):
+        directory = dataset_dir(dest, fresh_db, fresh_db, table)
+        manifests[table] = assert_complete(directory, read_manifest(directory)["rows"])
+    rows_a, rows_b = manifests["a"]["rows"], manifests["b"]["rows"]
+    assert rows_a == rows_b, f"a has {rows_a} rows, b {rows_b}: the units were not dumped from one snapshot"
+
+    positions = [u.get("position") for m in manifests.values() for u in m["units"]]
+    assert all(p == positions[0] for p in positions), f"units carry different positions: {positions}"
+    position = positions[0]
+    assert isinstance(position, dict), f"unit position is {position!r}"
+    for key in ("gtid", "binlog_file", "binlog_pos", "heartbeat"):
+        assert key in position, f"position lacks {key!r}: {position}"
+    assert position["heartbeat"] is None, position
+    assert all(source_port(u) == replica.port for m in manifests.values() for u in m["units"])
+
+    # The position describes exactly the data: every writer transaction up to its GTID, none after.
+    seq = gtid_seq(position["gtid"])
+    expected = initial + sum(1 for s in writer.committed if s <= seq)
+    assert rows_a == expected, (
+        f"snapshot has {rows_a} rows but GTID {position['gtid']} covers {expected} "
+        f"(writer transactions {writer.committed[0]}..{writer.committed[-1]})"
+    )
+    (at_coordinates,) = master.sql("SELECT BINLOG_GTID_POS(%s, %s)", (position["binlog_file"], int(position["binlog_pos"])))[0]
+    assert at_coordinates and gtid_seq(at_coordinates) == seq, (
+        f"master binlog {position['binlog_file']}:{position['binlog_pos']} is GTID {at_coordinates!r}, "
+        f"the position says {position['gtid']!r}"
+    )
+
+
+# --- 3 and 4. leases: a dead or frozen claimant is taken over --------------------------------
+
+
+def start_and_catch_mid_unit(tmp_path, server: MariaDB, dest: Path, db: str, table: str) -> Spawned:
+    """Start ``run`` on ``server`` and return once its dump query has been running a moment."""
+    config = run_config(tmp_path, server, dest, db, locks={"lease_seconds": LEASE})
+    proc = spawn(tmp_path, config, "run", "--date", DATE)
+    if not wait_for(lambda: dump_queries(server) or proc.proc.poll() is not None, 30):
+        raise AssertionError(f"no dump query on {server.name} within 30 s")
+    assert proc.proc.poll() is None, f"run on {server.name} ended before dumping: {proc.output()}"
+    time.sleep(0.3)
+    return proc
+
+
+def assert_claimed_by(master: MariaDB, namespace: str, port: int) -> None:
+    rows = claims(master, namespace)
+    assert any(r["state"] == "active" and int(r["port"]) == port for r in rows), (
+        f"no active claim by port {port}: {describe_claims(rows)}"
+    )
+
+
+def test_lease_of_a_killed_run_is_taken_over(master, replica, replica2, replica_set, fresh_db, tmp_path, dest) -> None:
+    rows = 8000  # ~4 s of server time: longer than the lease, so replica2 must also renew its own
+    make_table(master, fresh_db, "slow", rows)
+    replica_set.sync()
+    directory = dataset_dir(dest, fresh_db, fresh_db, "slow")
+
+    first = start_and_catch_mid_unit(tmp_path, replica, dest, fresh_db, "slow")
+    try:
+        assert_claimed_by(master, fresh_db, replica.port)
+        first.proc.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        first.proc.wait(timeout=10)
+    finally:
+        first.kill()
+        kill_dump_queries(replica)
+        ensure_replicating(replica_set, replica)
+    assert not (directory / "_SUCCESS").exists(), "the unit finished before the kill: make the table slower"
+
+    time.sleep(max(0.0, killed_at + LEASE + 1.5 - time.monotonic()))  # the lease has run out
+    config = run_config(tmp_path, replica2, dest, fresh_db, locks={"lease_seconds": LEASE})
+    result = run_tracker(config, "run", "--date", DATE, timeout=120)
+    assert result.returncode == 0, shown(result) + "\nclaims: " + describe_claims(claims(master, fresh_db))
+
+    manifest = assert_complete(directory, rows, strict=False)  # the killed writer may leave a temporary
+    assert [source_port(u) for u in manifest["units"]] == [replica2.port], manifest["units"]
+    rows_ = claims(master, fresh_db)
+    assert [(r["state"], int(r["port"])) for r in rows_] == [("done", replica2.port)], describe_claims(rows_)
+
+
+def digest(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return hashlib.sha256(path.read_bytes()).hexdigest(), st.st_ino, st.st_mtime_ns
+
+
+def test_frozen_claimant_commits_nothing_after_takeover(master, replica, replica2, replica_set, fresh_db, tmp_path, dest) -> None:
+    rows = 6000
+    # The same table on each replica alone, with different contents, so that a
+    # commit by the frozen host could not produce the same bytes by chance.
+    for server in (replica, replica2):
+        make_table(server, fresh_db, "slow", rows, marker=server.name, binlog=False)
+    directory = dataset_dir(dest, fresh_db, fresh_db, "slow")
+
+    frozen = start_and_catch_mid_unit(tmp_path, replica, dest, fresh_db, "slow")
+    try:
+        assert_claimed_by(master, fresh_db, replica.port)
+        frozen.proc.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        time.sleep(max(0.0, stopped_at + LEASE + 1.5 - time.monotonic()))
+        assert not (directory / "_SUCCESS").exists(), "the unit finished before SIGSTOP: make the table slower"
+
+        config = run_config(tmp_path, replica2, dest, fresh_db, locks={"lease_seconds": LEASE})
+        result = run_tracker(config, "run", "--date", DATE, timeout=120)
+        assert result.returncode == 0, shown(result) + "\nclaims: " + describe_claims(claims(master, fresh_db))
+        manifest = assert_complete(directory, rows, strict=False)
+        assert [source_port(u) for u in manifest["units"]] == [replica2.port], manifest["units"]
+        part = directory / manifest["units"][0]["key"].rsplit("/", 1)[-1]
+        committed = {p.name: digest(p) for p in visible_files(directory)}
+
+        frozen.proc.send_signal(signal.SIGCONT)
+        status = frozen.wait(timeout=90)
+        assert "Traceback" not in frozen.stderr(), frozen.output()
+    finally:
+        frozen.kill()
+        kill_dump_queries(replica)
+        ensure_replicating(replica_set, replica)
+
+    after = {p.name: digest(p) for p in visible_files(directory)}
+    assert after == committed, (
+        f"the resumed host (exit {status}) changed the dataset after losing its lease:\n"
+        f"before {committed}\nafter  {after}\n{frozen.output()}"
+    )
+    assert part.name in after
+    rows_ = claims(master, fresh_db)
+    assert [(r["state"], int(r["port"])) for r in rows_] == [("done", replica2.port)], describe_claims(rows_)
+
+
+def test_claimant_resumed_during_takeover_aborts_before_committing(
+    master, replica, replica2, replica_set, fresh_db, tmp_path, dest
+) -> None:
+    """The lease re-check right before the commit, with the new owner still dumping.
+
+    Unlike the test above, the frozen host reaches its commit *before* the
+    new owner does, so only the re-check (not the no-clobber commit) can stop
+    it: the dataset must hold replica2's data and replica2 must succeed.
+    """
+    rows = 6000
+    for server in (replica, replica2):
+        make_table(server, fresh_db, "slow", rows, marker=server.name, binlog=False)
+    directory = dataset_dir(dest, fresh_db, fresh_db, "slow")
+
+    frozen = start_and_catch_mid_unit(tmp_path, replica, dest, fresh_db, "slow")
+    taker: Spawned | None = None
+    try:
+        assert_claimed_by(master, fresh_db, replica.port)
+        frozen.proc.send_signal(signal.SIGSTOP)
+        time.sleep(LEASE + 1.5)
+        # By now replica1's server has long finished writing the unit: resumed,
+        # the frozen host needs only a moment to reach its commit.
+        taker = start_and_catch_mid_unit(tmp_path, replica2, dest, fresh_db, "slow")
+        assert_claimed_by(master, fresh_db, replica2.port)
+        frozen.proc.send_signal(signal.SIGCONT)
+        frozen.wait(timeout=60)
+        assert "Traceback" not in frozen.stderr(), frozen.output()
+        assert taker.proc.poll() is None, (
+            "premise failed: replica2 finished before the resumed host reached its commit\n" + taker.output()
+        )
+        assert taker.wait(timeout=120) == 0, taker.output() + "\nresumed: " + frozen.output()
+    finally:
+        frozen.kill()
+        if taker is not None:
+            taker.kill()
+        kill_dump_queries(replica)
+        ensure_replicating(replica_set, replica)
+
+    manifest = assert_complete(directory, rows, strict=False)
+    assert [source_port(u) for u in manifest["units"]] == [replica2.port], manifest["units"]
+    data = lz4.frame.decompress((directory / manifest["units"][0]["key"].rsplit("/", 1)[-1]).read_bytes())
+    assert data.count(b"\treplica2\t") == rows and b"replica1" not in data, (
+        f"the part does not hold replica2's rows only (resumed host: {frozen.output()})"
+    )
+    rows_ = claims(master, fresh_db)
+    assert [(r["state"], int(r["port"])) for r in rows_] == [("done", replica2.port)], describe_claims(rows_)
+
+
+# --- retries, --dry-run, one run per server ----------------------------------------------------
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_failed_unit_is_retried(master, replica, replica_set, fresh_db, tmp_path, dest, retries) -> None:
+    rows = 3000  # ~1.5 s
+    make_table(master, fresh_db, "slow", rows)
+    replica_set.sync()
+    config = run_config(tmp_path, replica, dest, fresh_db, retries=retries)
+    proc = spawn(tmp_path, config, "run", "--date", DATE)
+    try:
+        assert wait_for(lambda: dump_queries(replica) or proc.proc.poll() is not None, 30)
+        time.sleep(0.3)
+        queries = dump_queries(replica)
+        assert len(queries) == 1, f"expected one dump query, got {queries}; {proc.output()}"
+        replica.sql(f"KILL QUERY {int(queries[0][0])}")  # once: the retry is left alone
+        status = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        kill_dump_queries(replica)
+    directory = dataset_dir(dest, fresh_db, fresh_db, "slow")
+    if retries:
+        assert status == 0, proc.output()
+        assert_complete(directory, rows)
+    else:
+        assert status == 1, proc.output()
+        assert visible_files(directory) == [], visible_files(directory)
+
+
+def test_dry_run_lists_units_and_touches_nothing(master, replica, replica_set, fresh_db, tmp_path, dest) -> None:
+    make_table(master, fresh_db, "plain", 10, slow=False)
+    make_table(master, fresh_db, "parted", 10, slow=False, partitions=2)
+    replica_set.sync()
+    config = run_config(tmp_path, replica, dest, fresh_db)
+    result = run_tracker(config, "run", "--date", DATE, "--dry-run", timeout=60)
+    assert result.returncode == 0, shown(result)
+    out = result.stdout.decode()
+    assert "plain" in out and "parted" in out, shown(result)
+    assert visible_files(dest) == [], visible_files(dest)
+    assert claims(master, fresh_db) == []
+
+
+def test_second_run_on_the_same_server_does_nothing(master, replica, replica_set, fresh_db, tmp_path, dest) -> None:
+    """One run per server (run_lock_dir): a second one exits 0 at once (as `run --help` says)."""
+    rows = 4000  # ~2 s
+    make_table(master, fresh_db, "slow", rows)
+    replica_set.sync()
+    config = run_config(tmp_path, replica, dest, fresh_db)
+    first = spawn(tmp_path, config, "run", "--date", DATE)
+    try:
+        assert wait_for(lambda: dump_queries(replica) or first.proc.poll() is not None, 30)
+        second = run_tracker(config, "run", "--date", DATE, timeout=30)
+        assert first.proc.poll() is None, "premise failed: the first run ended before the second was done"
+        assert first.wait(timeout=60) == 0, first.output()
+    finally:
+        first.kill()
+    assert second.returncode == 0, shown(second)
+    assert_complete(dataset_dir(dest, fresh_db, fresh_db, "slow"), rows)
+    rows_ = claims(master, fresh_db)
+    assert [int(r["pid"]) for r in rows_] == [first.pid], describe_claims(rows_)
+
+
+# --- 5. masters ----------------------------------------------------------------------------
+
+
+def test_master_run_does_nothing_and_dump_needs_allow_master(master, replica_set, fresh_db, tmp_path, dest) -> None:
+    make_table(master, fresh_db, "t", 10, slow=False)
+    replica_set.sync()
+    config = run_config(tmp_path, master, dest, fresh_db)
+
+    result = run_tracker(config, "run", "--date", DATE, timeout=60)
+    assert result.returncode == 0, shown(result)
+    assert (result.stdout + result.stderr).strip(), "run on a master should say why it did nothing"
+    assert b"Traceback" not in result.stderr
+    assert visible_files(dest) == [], visible_files(dest)
+    assert claims(master, fresh_db) == []
+
+    refused = run_tracker(config, "dump", f"{fresh_db}.t", "--date", DATE, timeout=60)
+    assert refused.returncode == 3, shown(refused)
+    assert len(error_lines(refused.stderr.decode())) == 1, shown(refused)
+    assert visible_files(dest) == [], visible_files(dest)
+
+    allowed = run_tracker(config, "dump", "--allow-master", f"{fresh_db}.t", "--date", DATE, timeout=60)
+    assert allowed.returncode == 0, shown(allowed)
+    manifest = assert_complete(dataset_dir(dest, fresh_db, fresh_db, "t"), 10)
+    assert [source_port(u) for u in manifest["units"]] == [master.port]
+
+
+# --- 6. not caught up ------------------------------------------------------------------------
+
+
+def test_stopped_sql_thread_refuses_after_waiting(master, replica2, replica_set, fresh_db, tmp_path, dest) -> None:
+    make_table(master, fresh_db, "t", 10, slow=False)
+    replica_set.sync()
+    config = run_config(tmp_path, replica2, dest, fresh_db, replication={"wait_seconds": 3, "poll_seconds": 1})
+    replica2.sql("STOP SLAVE SQL_THREAD")
+    try:
+        started = time.monotonic()
+        result = run_tracker(config, "run", "--date", DATE, timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        replica2.sql("START SLAVE SQL_THREAD")
+        replica_set.sync()
+    assert result.returncode == 3, shown(result)
+    assert 2.5 <= elapsed < 10, f"took {elapsed:.1f} s with wait_seconds: 3"
+    lines = error_lines(result.stderr.decode())
+    assert len(lines) == 1, shown(result)
+    assert re.search(r"behind|caught up|short of|not running", lines[0], re.I), lines[0]
+    assert visible_files(dest) == [], visible_files(dest)
+    assert claims(master, fresh_db) == []
+
+
+@pytest.mark.parametrize("ts_type", ["VARCHAR(26)", "DATETIME(6)"])
+def test_heartbeat_decides_when_caught_up(master, replica, replica_set, fresh_db, tmp_path, dest, ts_type) -> None:
+    make_table(master, fresh_db, "t", 10, slow=False)
+    hb_db = f"{fresh_db}_hb"
+    date = dt.date.fromisoformat(DATE)
+    cutoff = date + dt.timedelta(days=1)
+    master.sql(f"CREATE DATABASE `{hb_db}`")
+    try:
+        master.sql(f"CREATE TABLE `{hb_db}`.heartbeat (id INT PRIMARY KEY, ts {ts_type} NOT NULL)")
+        master.sql(f"INSERT INTO `{hb_db}`.heartbeat VALUES (1, %s)", (f"{date}T23:59:50.000000",))
+        replica_set.sync()
+        config = run_config(
+            tmp_path,
+            replica,
+            dest,
+            fresh_db,
+            replication={"heartbeat_table": f"{hb_db}.heartbeat", "wait_seconds": 2, "poll_seconds": 1},
+        )
+        early = run_tracker(config, "run", "--date", DATE, timeout=30)
+        assert early.returncode == 3, shown(early)
+        assert len(error_lines(early.stderr.decode())) == 1, shown(early)
+        assert visible_files(dest) == [], visible_files(dest)
+
+        master.sql(f"UPDATE `{hb_db}`.heartbeat SET ts = %s WHERE id = 1", (f"{cutoff}T00:00:05.000000",))
+        replica_set.sync()
+        result = run_tracker(config, "run", "--date", DATE, timeout=60)
+        assert result.returncode == 0, shown(result)
+    finally:
+        master.sql(f"DROP DATABASE IF EXISTS `{hb_db}`")
+        replica_set.sync()
+    manifest = assert_complete(dataset_dir(dest, fresh_db, fresh_db, "t"), 10)
+    heartbeat = str(manifest["units"][0]["position"]["heartbeat"])
+    assert str(cutoff) in heartbeat and "00:00:05" in heartbeat, f"position.heartbeat is {heartbeat!r}"
+
+
+# --- 7. verify -------------------------------------------------------------------------------
+
+
+def test_verify_names_incomplete_and_missing_tables(master, replica, replica_set, fresh_db, tmp_path, dest) -> None:
+    for table in ("alpha", "beta"):
+        make_table(master, fresh_db, table, 10, slow=False)
+    replica_set.sync()
+    config = run_config(tmp_path, replica, dest, fresh_db, workers=2)
+    result = run_tracker(config, "run", "--date", DATE, timeout=60)
+    assert result.returncode == 0, shown(result)
+
+    ok = run_tracker(config, "verify", "--date", DATE, timeout=60)
+    assert ok.returncode == 0, shown(ok)
+
+    (dataset_dir(dest, fresh_db, fresh_db, "alpha") / "_SUCCESS").unlink()
+    make_table(master, fresh_db, "gamma", 1, slow=False)  # never dumped at all
+    replica_set.sync()
+    bad = run_tracker(config, "verify", "--date", DATE, timeout=60)
+    assert bad.returncode == 1, shown(bad)
+    lines = bad.stdout.decode().splitlines()
+    for table in ("alpha", "gamma"):
+        assert any(f"{fresh_db}.{table}" in line for line in lines), f"{table} not named:\n{shown(bad)}"
+    assert not any(f"{fresh_db}.beta" in line for line in lines), f"complete beta named:\n{shown(bad)}"
+
+
+# --- 8. skip file and dates ------------------------------------------------------------------
+
+
+def test_skip_file_makes_run_do_nothing(master, replica, replica_set, fresh_db, tmp_path, dest) -> None:
+    make_table(master, fresh_db, "t", 10, slow=False)
+    replica_set.sync()
+    config = run_config(tmp_path, replica, dest, fresh_db)
+    (tmp_path / "skip").write_text("maintenance\n")
+    result = run_tracker(config, "run", "--date", DATE, timeout=60)
+    assert result.returncode == 0, shown(result)
+    assert b"Traceback" not in result.stderr
+    assert visible_files(dest) == [], visible_files(dest)
+    assert claims(master, fresh_db) == []
+
+
+@pytest.mark.parametrize("days", [0, 1])
+def test_run_refuses_today_and_later(replica, fresh_db, tmp_path, dest, days) -> None:
+    day = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=days)
+    config = run_config(tmp_path, replica, dest, fresh_db)
+    result = run_tracker(config, "run", "--date", day.isoformat(), timeout=60)
+    assert result.returncode == 2, shown(result)
+    assert len(error_lines(result.stderr.decode())) == 1, shown(result)
+    assert visible_files(dest) == []
+
+
+# --- filters and priority; locks -----------------------------------------------------------
+
+
+def test_filters_views_and_priority(master, replica, replica_set, fresh_db, tmp_path, dest) -> None:
+    for table in ("a1", "a2", "zz_first", "skipped"):
+        make_table(master, fresh_db, table, 300)
+    master.sql(f"CREATE VIEW `{fresh_db}`.v AS SELECT id FROM `{fresh_db}`.a1")
+    replica_set.sync()
+    config = run_config(
+        tmp_path,
+        replica,
+        dest,
+        fresh_db,
+        workers=1,
+        tables={"exclude": [r".*\.skip.*"], "priority": [re.escape(fresh_db) + r"\.zz_.*"]},
+    )
+    proc = spawn(tmp_path, config, "run", "--date", DATE)
+    order: list[str] = []
+
+    def record() -> bool:
+        for _id, info in dump_queries(replica):
+            text = str(info)
+            for table in ("a1", "a2", "zz_first", "skipped"):
+                if f"`{table}`" in text and table not in order:
+                    order.append(table)
+        return proc.proc.poll() is not None
+
+    try:
+        wait_for(record, 60, interval=0.01)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.proc.returncode == 0, proc.output()
+    done = sorted(p.parent.parent.name for p in visible_files(dest) if p.name == "_SUCCESS")
+    assert done == ["a1", "a2", "zz_first"], done
+    assert order and order[0] == "zz_first", f"dump order seen: {order}"
+
+
+def test_locks_lists_claims(master, replica, replica_set, fresh_db, tmp_path, dest) -> None:
+    make_table(master, fresh_db, "slowtbl", 4000)
+    replica_set.sync()
+    config = run_config(tmp_path, replica, dest, fresh_db)
+    proc = spawn(tmp_path, config, "run", "--date", DATE)
+    try:
+        assert wait_for(lambda: dump_queries(replica) or proc.proc.poll() is not None, 30)
+        active = run_tracker(config, "locks", "--date", DATE, timeout=30)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.proc.returncode == 0, proc.output()
+    assert active.returncode == 0, shown(active)
+    assert "slowtbl" in active.stdout.decode(), shown(active)
+    finished = run_tracker(config, "locks", "--date", DATE, timeout=30)
+    assert finished.returncode == 0, shown(finished)
+    assert "slowtbl" in finished.stdout.decode(), shown(finished)
