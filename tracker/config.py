@@ -112,6 +112,7 @@ class Config:
     kill_skip_file: Path = Path("/etc/tracker/no_kill")
     run_lock_dir: Path = Path("/tmp")
     retries: int = 2
+    stale_upload_hours: int = 24
 
 
 # --- validation helpers -----------------------------------------------------
@@ -360,6 +361,7 @@ def build(path: str, data: Any) -> Config:
         kill_skip_file=Path(top.get("kill_skip_file", str, "/etc/tracker/no_kill")),
         run_lock_dir=Path(top.get("run_lock_dir", str, "/tmp")),
         retries=top.integer("retries", 2, 0, 100),
+        stale_upload_hours=top.integer("stale_upload_hours", 24, 0, 24 * 365),
     )
     top.reject_unknown()
     return config

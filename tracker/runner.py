@@ -125,6 +125,9 @@ class Runner:
             claims.ensure_table()
             claims.release_leftovers()
             claims.purge()
+            stale = self.store.clean_stale(f"{self.config.namespace}/", dt.timedelta(hours=self.config.stale_upload_hours))
+            if stale:
+                log.warning("event=stale_uploads_cleaned count=%d", stale)
             plans = self._plan(conn, date)
             jobs = [_Job(plan, unit) for plan in plans for unit in plan.units]
             if dry_run:

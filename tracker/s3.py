@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -13,7 +14,7 @@ import botocore.exceptions
 
 from tracker.config import Destination, S3Config
 from tracker.errors import UploadFailed
-from tracker.sinks import READ_CHUNK, Precommit, Store, Upload
+from tracker.sinks import READ_CHUNK, STALE_CANDIDATE, Precommit, Store, Upload
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +233,23 @@ class S3Store(Store):
         except Exception as exc:
             raise _s3_error("list", self.url(prefix), exc) from None
         return keys
+
+    def clean_stale(self, prefix: str, older_than: dt.timedelta) -> int:
+        cutoff = dt.datetime.now(dt.timezone.utc) - older_than
+        aborted = 0
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.destination.bucket, Prefix=self.full_key(prefix)):
+                for upload in page.get("Uploads", []):
+                    if STALE_CANDIDATE.search(upload["Key"]) and upload["Initiated"] < cutoff:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.destination.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        aborted += 1
+                        log.info("event=stale_upload_aborted key=%s initiated=%s", upload["Key"], upload["Initiated"])
+        except Exception as exc:
+            raise _s3_error("clean stale uploads under", self.url(prefix), exc) from None
+        return aborted
 
     def read_stream(self, key: str) -> Iterator[bytes]:
         try:

@@ -16,9 +16,12 @@ inside ``__exit__``: there is no public ``commit`` to call around it.
 from __future__ import annotations
 
 import ctypes
+import datetime as dt
 import logging
 import os
+import re
 import secrets
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -103,6 +106,18 @@ class Store:
 
     def read_stream(self, key: str) -> Iterator[bytes]:
         raise NotImplementedError
+
+    def clean_stale(self, prefix: str, older_than: dt.timedelta) -> int:
+        """Abort uploads of data objects under ``prefix`` started before ``older_than`` ago.
+
+        What a killed tracker leaves: an open multipart upload (invisible, but
+        billed) or a hidden temporary file.
+        """
+        raise NotImplementedError
+
+
+# What tracker uploads: part-NNNNN.tsv[.lz4|.gz] (layout.part_name).
+STALE_CANDIDATE = re.compile(r"(^|/)\.?part-\d{5}\.tsv(\.lz4|\.gz)?(\.tmp-\d+-[0-9a-f]+)?$")
 
 
 # --- file:// -----------------------------------------------------------------
@@ -252,6 +267,19 @@ class FileStore(Store):
         return sorted(
             str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
         )
+
+    def clean_stale(self, prefix: str, older_than: dt.timedelta) -> int:
+        base = self.path(prefix)
+        if not base.is_dir():
+            return 0
+        cutoff = time.time() - older_than.total_seconds()
+        removed = 0
+        for path in base.rglob(".part-*.tmp-*"):
+            if STALE_CANDIDATE.search(path.name) and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+                log.info("event=stale_temp_removed path=%s", path)
+        return removed
 
     def read_stream(self, key: str) -> Iterator[bytes]:
         try:

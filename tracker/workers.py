@@ -20,6 +20,7 @@ import pymysql
 log = logging.getLogger(__name__)
 
 Job = TypeVar("Job")
+MAX_BACKOFF_SECS = 30.0
 
 
 @dataclass
@@ -69,9 +70,11 @@ def run_parallel(
             except Exception as exc:  # recorded; reported by the caller
                 outcome.error = exc
                 if outcome.attempts <= retries and not cancel.is_set():
-                    log.warning("event=retry attempt=%d error=%s", outcome.attempts, exc)
-                    shared.jobs.put(outcome)
-                    continue
+                    delay = min(2.0**outcome.attempts, MAX_BACKOFF_SECS)
+                    log.warning("event=retry attempt=%d in_secs=%.0f error=%s", outcome.attempts, delay, exc)
+                    if not cancel.wait(delay):  # back off: transient faults need time to pass
+                        shared.jobs.put(outcome)
+                        continue
             with shared.lock:
                 shared.done.append(outcome)
 

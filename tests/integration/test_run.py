@@ -165,6 +165,8 @@ def make_table(
         with conn.cursor() as cur:
             if not binlog:
                 cur.execute("SET SESSION sql_log_bin = 0")
+            # With the FULL row image the server computes the costly column for the binlog.
+            cur.execute("SET SESSION binlog_row_image = 'MINIMAL'")
             cur.execute(ddl)
             if rows:
                 cur.execute(
