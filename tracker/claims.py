@@ -92,7 +92,10 @@ class ClaimStore:
         self._lock = threading.Lock()
 
     def _connect(self) -> pymysql.Connection:
-        return connect(self.master, read_timeout=30, found_rows=True, what="the master")
+        # A hung master must fail an extension well within one lease, so the
+        # unit stops before another host could take it over.
+        timeout = max(2, min(30, self.locks.lease_seconds // 3))
+        return connect(self.master, read_timeout=timeout, found_rows=True, what="the master")
 
     def execute(self, sql: str, args: tuple = ()) -> tuple[int, list[tuple]]:
         """Run one statement; returns (matched rows, fetched rows).
@@ -214,6 +217,7 @@ class Lease:
             except LeaseLost as exc:
                 self._lose(str(exc))
                 return
+
 
     def _lose(self, why: str) -> None:
         if self._lost is None:
