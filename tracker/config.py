@@ -113,6 +113,7 @@ class Config:
     run_lock_dir: Path = Path("/tmp")
     retries: int = 2
     stale_upload_hours: int = 24
+    ddl_wait_seconds: int = 300
 
 
 # --- validation helpers -----------------------------------------------------
@@ -362,6 +363,7 @@ def build(path: str, data: Any) -> Config:
         run_lock_dir=Path(top.get("run_lock_dir", str, "/tmp")),
         retries=top.integer("retries", 2, 0, 100),
         stale_upload_hours=top.integer("stale_upload_hours", 24, 0, 24 * 365),
+        ddl_wait_seconds=top.integer("ddl_wait_seconds", 300, 1, 86400),
     )
     top.reject_unknown()
     return config

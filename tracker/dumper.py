@@ -31,9 +31,10 @@ from tracker.outfile import DumpQuery, select_statement
 from tracker.pipeline import run_unit
 from tracker.replica import read_status
 from tracker.sinks import Store, open_store
-from tracker.snapshot import Position, take_snapshot
+from tracker.ddl import DdlWatch
+from tracker.snapshot import Position, Snapshot, take_snapshot
 from tracker.sources import Cancelled, FifoSource, FollowSource, Source
-from tracker.workers import run_parallel
+from tracker.workers import Requeue, StopScope, run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -274,12 +275,8 @@ class Dumper:
             workers = min(self.config.workers, len(jobs))
             snapshot = take_snapshot(self.config.mysql, workers, self.config.replication, replica=replica)
             try:
-                results = run_parallel(
-                    snapshot.connections,
-                    jobs,
-                    lambda c, job: units.dump(c, job[0], job[2], snapshot.position),
-                    self.cancel,
-                )
+                with DdlWatch(self.config.mysql, snapshot, self.config.ddl_wait_seconds):
+                    results = run_parallel(snapshot.connections, jobs, lambda c, job: self._dump_one(units, snapshot, c, job), self.cancel)
             finally:
                 snapshot.close()
             if self.cancel.is_set():
@@ -299,6 +296,18 @@ class Dumper:
             except TrackerError as exc:
                 self._fail(outcome, str(exc))
         return outcomes
+
+    def _dump_one(self, units: UnitDumper, snapshot: Snapshot, conn: pymysql.Connection, job: tuple) -> dict[str, Any]:
+        plan, _outcome, unit = job
+        snapshot.ensure_fresh(conn)
+        scope = StopScope(self.cancel)
+        with snapshot.unit(conn, scope):
+            try:
+                return units.dump(conn, plan, unit, snapshot.position_of(conn), cancel=scope)
+            except Cancelled:
+                if snapshot.is_stale(conn) and not self.cancel.is_set():
+                    raise Requeue(f"{unit.label} interrupted to release a metadata lock") from None
+                raise
 
     def _plan(self, conn: pymysql.Connection, outcome: TableOutcome, date: dt.date, force: bool) -> TablePlan | None:
         db, table = outcome.db, outcome.table

@@ -24,6 +24,7 @@ import pymysql
 from tracker.claims import ClaimStore, Lease, Owner, UnitKey
 from tracker.columns import list_tables
 from tracker.config import Config, MySQLConfig
+from tracker.ddl import DdlWatch
 from tracker.dumper import TablePlan, Unit, UnitDumper, describe_failure, open_local, plan_table
 from tracker.errors import ConfigError
 from tracker.kill import kill as kill_orphans_or_all
@@ -31,7 +32,7 @@ from tracker.replica import ReplicaStatus, read_status, wait_until_caught_up
 from tracker.sinks import Store, open_store
 from tracker.snapshot import Snapshot, take_snapshot
 from tracker.sources import Cancelled
-from tracker.workers import run_parallel
+from tracker.workers import Requeue, StopScope, run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,8 @@ class Runner:
             units = UnitDumper(self.config, self.store, server, self.cancel)
             snapshot = take_snapshot(self.config.mysql, min(workers, len(jobs)), self.config.replication, replica=True)
             try:
-                return self._dump(jobs, units, snapshot, claims, date)
+                with DdlWatch(self.config.mysql, snapshot, self.config.ddl_wait_seconds):
+                    return self._dump(jobs, units, snapshot, claims, date)
             finally:
                 snapshot.close()
         finally:
@@ -165,12 +167,19 @@ class Runner:
         report = RunReport()
 
         def work(conn: pymysql.Connection, job: _Job) -> str:
+            snapshot.ensure_fresh(conn)
             key = UnitKey(self.config.namespace, job.plan.info.db, job.plan.info.table, date, job.unit.index)
-            unit_cancel = _Scope(self.cancel)
+            unit_cancel = StopScope(self.cancel)
             lease = claims.try_claim(key, len(job.plan.units), unit_cancel.set)
             if lease is None:
                 return "skipped"
-            return self._dump_claimed(conn, job, lease, unit_cancel, units, snapshot, claims)
+            with snapshot.unit(conn, unit_cancel):
+                try:
+                    return self._dump_claimed(conn, job, lease, unit_cancel, units, snapshot, claims)
+                except Cancelled:
+                    if snapshot.is_stale(conn) and not self.cancel.is_set():
+                        raise Requeue(f"{job.unit.label} interrupted to release a metadata lock") from None
+                    raise
 
         outcomes = run_parallel(snapshot.connections, jobs, work, self.cancel, retries=self.config.retries)
         if self.cancel.is_set():
@@ -201,7 +210,9 @@ class Runner:
             # An object without a done claim was left by a host that died
             # between committing and marking done; we hold the claim now.
             overwrite = self.store.exists(key)
-            entry = units.dump(conn, plan, job.unit, snapshot.position, cancel=unit_cancel, checks=(lease.check,), overwrite=overwrite)
+            entry = units.dump(
+                conn, plan, job.unit, snapshot.position_of(conn), cancel=unit_cancel, checks=(lease.check,), overwrite=overwrite
+            )
         except BaseException:
             lease.release()
             raise
@@ -211,14 +222,3 @@ class Runner:
             return "dumped"
         units.finish_table(plan, results)
         return "finished"
-
-
-class _Scope(threading.Event):
-    """A unit's own stop flag that also follows the run's."""
-
-    def __init__(self, parent: threading.Event) -> None:
-        super().__init__()
-        self._parent = parent
-
-    def is_set(self) -> bool:
-        return super().is_set() or self._parent.is_set()

@@ -11,10 +11,12 @@ connections.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import pymysql
 
@@ -46,11 +48,60 @@ class Position:
 
 @dataclass
 class Snapshot:
-    """Worker connections that all see the same data, and where that is."""
+    """Worker connections that all see the same data, and where that is.
+
+    A snapshot can be renewed worker by worker (:meth:`request_refresh`,
+    :meth:`ensure_fresh`): a transaction holds a metadata lock on every table
+    it read, so a DDL statement replicated from the master waits behind it;
+    ending the transaction lets replication go on, and the worker's later
+    units come from a fresh snapshot whose position they record.
+    """
 
     connections: list[pymysql.Connection]
     position: Position | None  # None on a server that is not a replica
-    taken_at: float = field(default_factory=time.monotonic)
+    config: MySQLConfig | None = None
+    replication: ReplicationConfig | None = None
+    generation: int = 0
+    _positions: dict[int, tuple[int, Position | None]] = field(default_factory=dict)
+    _in_flight: dict[int, threading.Event] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def position_of(self, conn: pymysql.Connection) -> Position | None:
+        return self._positions.get(id(conn), (0, self.position))[1]
+
+    def is_stale(self, conn: pymysql.Connection) -> bool:
+        return self._positions.get(id(conn), (0, self.position))[0] < self.generation
+
+    def request_refresh(self, reason: str) -> None:
+        """Every worker ends its transaction: in-flight units stop and run again later."""
+        with self._lock:
+            self.generation += 1
+            in_flight = list(self._in_flight.values())
+        log.warning("event=snapshot_refresh_requested reason=%s units_interrupted=%d", reason, len(in_flight))
+        for stop in in_flight:
+            stop.set()
+
+    @contextlib.contextmanager
+    def unit(self, conn: pymysql.Connection, stop: threading.Event) -> Iterator[None]:
+        """Marks a unit in flight on ``conn``; a refresh sets ``stop``."""
+        with self._lock:
+            self._in_flight[id(conn)] = stop
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight.pop(id(conn), None)
+
+    def ensure_fresh(self, conn: pymysql.Connection) -> None:
+        """Before a unit: renew this worker's snapshot if a refresh was asked for."""
+        if not self.is_stale(conn):
+            return
+        assert self.config is not None and self.replication is not None
+        with conn.cursor() as cur:
+            cur.execute("ROLLBACK")  # read-only: ending it releases its metadata locks
+        generation = self.generation
+        position = _renew(self.config, [conn], self.replication, replica=self.position is not None)
+        self._positions[id(conn)] = (generation, position)
 
     def close(self) -> None:
         for conn in self.connections:
@@ -79,8 +130,6 @@ def _open_worker(config: MySQLConfig) -> pymysql.Connection:
     conn = connect(config)
     with conn.cursor() as cur:
         cur.execute(SESSION_SETTINGS)
-        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
     return conn
 
 
@@ -100,17 +149,21 @@ def _position(conn: pymysql.Connection, heartbeat_table: tuple[str, str] | None)
     )
 
 
-def take_snapshot(config: MySQLConfig, workers: int, replication: ReplicationConfig, *, replica: bool) -> Snapshot:
-    """Open ``workers`` connections at one point of the replication stream.
+def _begin(conn: pymysql.Connection) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
 
-    On a server that is not a replica (``dump --allow-master``) each
-    connection still gets its own consistent snapshot, but there is no
-    stream position to hold still or record.
-    """
+
+def _renew(
+    config: MySQLConfig, connections: list[pymysql.Connection], replication: ReplicationConfig, *, replica: bool
+) -> Position | None:
+    """Begin a snapshot transaction on each connection at one stream position."""
     if not replica:
-        return Snapshot([_open_worker(config) for _ in range(workers)], None)
+        for conn in connections:
+            _begin(conn)
+        return None
     control = connect(config)
-    connections: list[pymysql.Connection] = []
     try:
         status = read_status(control)
         was_running = bool(status and status.sql_running)
@@ -118,23 +171,38 @@ def take_snapshot(config: MySQLConfig, workers: int, replication: ReplicationCon
         if was_running:
             _sql_thread(control, "STOP")
         try:
-            connections = [_open_worker(config) for _ in range(workers)]
+            for conn in connections:
+                _begin(conn)
             position = _position(control, replication.heartbeat_table)
         finally:
             if was_running:
                 _sql_thread(control, "START")
         log.info(
             "event=snapshot workers=%d gtid=%s binlog=%s:%d sql_thread_stopped_secs=%.3f",
-            workers,
+            len(connections),
             position.gtid,
             position.binlog_file,
             position.binlog_pos,
             time.monotonic() - started if was_running else 0.0,
         )
-        return Snapshot(connections, position)
+        return position
+    finally:
+        control.close()
+
+
+def take_snapshot(config: MySQLConfig, workers: int, replication: ReplicationConfig, *, replica: bool) -> Snapshot:
+    """Open ``workers`` connections at one point of the replication stream.
+
+    On a server that is not a replica (``dump --allow-master``) each
+    connection still gets its own consistent snapshot, but there is no
+    stream position to hold still or record.
+    """
+    connections: list[pymysql.Connection] = []
+    try:
+        connections = [_open_worker(config) for _ in range(workers)]
+        position = _renew(config, connections, replication, replica=replica)
+        return Snapshot(connections, position, config, replication)
     except BaseException:
         for conn in connections:
             conn.close()
         raise
-    finally:
-        control.close()

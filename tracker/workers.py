@@ -23,6 +23,21 @@ Job = TypeVar("Job")
 MAX_BACKOFF_SECS = 30.0
 
 
+class StopScope(threading.Event):
+    """One unit's stop flag that is also set whenever the run's is."""
+
+    def __init__(self, parent: threading.Event) -> None:
+        super().__init__()
+        self._parent = parent
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._parent.is_set()
+
+
+class Requeue(Exception):
+    """The job did not fail, it was interrupted on purpose: run it again later, uncounted."""
+
+
 @dataclass
 class Outcome(Generic[Job]):
     job: Job
@@ -67,6 +82,11 @@ def run_parallel(
             outcome.attempts += 1
             try:
                 outcome.result, outcome.error = work(conn, outcome.job), None
+            except Requeue as why:
+                log.info("event=requeued reason=%s", why)
+                outcome.attempts -= 1
+                shared.jobs.put(outcome)
+                continue
             except Exception as exc:  # recorded; reported by the caller
                 outcome.error = exc
                 if outcome.attempts <= retries and not cancel.is_set():

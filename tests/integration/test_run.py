@@ -327,12 +327,15 @@ def test_two_replicas_split_the_units(master, replica, replica2, replica_set, fr
 
 
 class PairWriter(threading.Thread):
-    """Inserts one row into each of two tables per transaction on the master, until stopped."""
+    """Inserts one row into each of two tables per transaction on the master, until stopped.
 
-    def __init__(self, master: MariaDB, db: str, first_id: int) -> None:
+    Writer ``k`` of ``n`` uses ids ``first_id + k``, ``first_id + k + n``, ...
+    """
+
+    def __init__(self, master: MariaDB, db: str, first_id: int, k: int, n: int) -> None:
         super().__init__(daemon=True)
-        self.master, self.db, self.next_id = master, db, first_id
-        self.committed: list[int] = []  # the GTID sequence number of each transaction, in order
+        self.master, self.db, self.next_id, self.step = master, db, first_id + k, n
+        self.committed: list[int] = []  # the GTID sequence number of each transaction
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
@@ -352,8 +355,7 @@ class PairWriter(threading.Thread):
                         (gtid,) = cur.fetchone()
                         conn.commit()
                         self.committed.append(gtid_seq(gtid))
-                        self.next_id += 1
-                        time.sleep(0.003)
+                        self.next_id += self.step
             finally:
                 conn.close()
         except BaseException as exc:  # reported by the test
@@ -365,21 +367,30 @@ def test_units_of_one_host_share_one_snapshot(master, replica, replica_set, fres
     for table in ("a", "b"):
         make_table(master, fresh_db, table, initial, partitions=4)  # 8 units on 2 workers, ~0.15 s each
     replica_set.sync()
-    writer = PairWriter(master, fresh_db, initial + 1)
-    writer.start()
+    # Several unthrottled writers keep the replica's SQL thread busy all the
+    # time, so any moment it is not held still shows up as a difference.
+    writers = [PairWriter(master, fresh_db, initial + 1, k, 3) for k in range(3)]
+
+    def committed() -> list[int]:
+        return sorted(seq for w in writers for seq in list(w.committed))
+
+    for writer in writers:
+        writer.start()
     try:
-        assert wait_for(lambda: len(writer.committed) >= 20 or writer.error is not None, 10), "writer never got going"
-        before = len(writer.committed)
+        assert wait_for(lambda: len(committed()) >= 50 or any(w.error for w in writers), 10), "writers never got going"
+        before = len(committed())
         config = run_config(tmp_path, replica, dest, fresh_db, workers=2)
         result = run_tracker(config, "run", "--date", DATE, timeout=120)
-        during = len(writer.committed) - before
+        during = len(committed()) - before
     finally:
-        writer.stop.set()
-        writer.join(timeout=30)
-    assert writer.error is None, f"writer failed: {writer.error!r}"
+        for writer in writers:
+            writer.stop.set()
+        for writer in writers:
+            writer.join(timeout=30)
+    assert not any(w.error for w in writers), f"writer failed: {[w.error for w in writers]!r}"
     assert result.returncode == 0, shown(result)
-    assert during > 0, "the writer committed nothing while run executed: the test proves nothing"
-    replica_set.sync()
+    assert during > 0, "the writers committed nothing while run executed: the test proves nothing"
+    replica_set.sync(timeout=120)
 
     manifests = {}
     for table in ("a", "b"):
@@ -398,11 +409,12 @@ def test_units_of_one_host_share_one_snapshot(master, replica, replica_set, fres
     assert all(source_port(u) == replica.port for m in manifests.values() for u in m["units"])
 
     # The position describes exactly the data: every writer transaction up to its GTID, none after.
+    seqs = committed()
     seq = gtid_seq(position["gtid"])
-    expected = initial + sum(1 for s in writer.committed if s <= seq)
+    expected = initial + sum(1 for s in seqs if s <= seq)
     assert rows_a == expected, (
         f"snapshot has {rows_a} rows but GTID {position['gtid']} covers {expected} "
-        f"(writer transactions {writer.committed[0]}..{writer.committed[-1]})"
+        f"(writer transactions {seqs[0]}..{seqs[-1]})"
     )
     (at_coordinates,) = master.sql("SELECT BINLOG_GTID_POS(%s, %s)", (position["binlog_file"], int(position["binlog_pos"])))[0]
     assert at_coordinates and gtid_seq(at_coordinates) == seq, (
