@@ -276,7 +276,13 @@ class Dumper:
             snapshot = take_snapshot(self.config.mysql, workers, self.config.replication, replica=replica)
             try:
                 with DdlWatch(self.config.mysql, snapshot, self.config.ddl_wait_seconds):
-                    results = run_parallel(snapshot.connections, jobs, lambda c, job: self._dump_one(units, snapshot, c, job), self.cancel)
+                    results = run_parallel(
+                        snapshot.connections,
+                        jobs,
+                        lambda c, job: self._dump_one(units, snapshot, c, job),
+                        self.cancel,
+                        retries=self.config.retries,
+                    )
             finally:
                 snapshot.close()
             if self.cancel.is_set():

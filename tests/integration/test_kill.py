@@ -63,6 +63,28 @@ def test_orphan_of_a_killed_dump_is_killed(replica2, tmp_path, big_on_replica2) 
     assert again.returncode == 0, again.stderr.decode()
 
 
+def test_run_kills_orphans_before_it_starts(replica2, replica_set, tmp_path, big_on_replica2) -> None:
+    dest = tmp_path / "dest"
+    config = write_config(
+        tmp_path,
+        replica2,
+        f"file://{dest}",
+        namespace="orphans",
+        tables={"include": [r"no_such_db\..*"]},
+        run_lock_dir=str(tmp_path),
+        replication={"wait_seconds": 30, "poll_seconds": 1},
+    )
+    proc = start_tracker(config, "dump", big_on_replica2, "--date", "2026-11-04")
+    assert wait_for(lambda: tagged_queries(replica2), 30)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert tagged_queries(replica2)
+    result = run_tracker(config, "run", "--date", "2026-11-04")
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"event=orphans_killed count=1" in result.stderr
+    assert wait_for(lambda: not tagged_queries(replica2), 5)
+
+
 def test_live_dump_is_left_alone_on_a_healthy_replica(replica2, tmp_path, big_on_replica2) -> None:
     dest = tmp_path / "dest"
     config = write_config(tmp_path, replica2, f"file://{dest}", kill_skip_file=str(tmp_path / "no_kill"))

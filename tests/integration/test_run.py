@@ -176,6 +176,25 @@ def make_table(
         conn.close()
 
 
+@pytest.fixture(scope="module")
+def slow_rows(replica) -> Any:
+    """``slow_rows(seconds)``: rows of a slow table that take the server at least that long.
+
+    Calibrated once on this machine (idle, one thread: under the tests' own
+    load the server is only slower, so the durations are lower bounds).
+    """
+    sample = 400
+    conn = replica.connect(database="mysql")  # the seq_ tables need a current database
+    try:
+        with conn.cursor() as cur:
+            started = time.monotonic()
+            cur.execute(f"SELECT SUM(LENGTH({SLOW_EXPR})) FROM (SELECT MD5(seq) AS a FROM seq_1_to_{sample}) AS t")
+            per_row = max((time.monotonic() - started) / sample, 1e-5)
+    finally:
+        conn.close()
+    return lambda seconds: max(100, int(seconds / per_row))
+
+
 def claims(master: MariaDB, namespace: str) -> list[dict[str, Any]]:
     """The claim rows of one namespace on the master ([] while the table does not exist)."""
     conn = master.connect(cursorclass=pymysql.cursors.DictCursor)
@@ -279,8 +298,8 @@ def gtid_seq(position: str, domain: int = 0) -> int:
 # --- 1. two replicas split the work -------------------------------------------------------
 
 
-def test_two_replicas_split_the_units(master, replica, replica2, replica_set, fresh_db, tmp_path, dest) -> None:
-    rows = 400  # ~0.2 s of server time per table
+def test_two_replicas_split_the_units(master, replica, replica2, replica_set, fresh_db, tmp_path, dest, slow_rows) -> None:
+    rows = slow_rows(0.2)  # per table
     tables = {f"t{i:02d}": (3 if i < 4 else 0) for i in range(20)}  # four partitioned tables
     for table, partitions in tables.items():
         make_table(master, fresh_db, table, rows, partitions=partitions)
@@ -444,8 +463,8 @@ def assert_claimed_by(master: MariaDB, namespace: str, port: int) -> None:
     )
 
 
-def test_lease_of_a_killed_run_is_taken_over(master, replica, replica2, replica_set, fresh_db, tmp_path, dest) -> None:
-    rows = 8000  # ~4 s of server time: longer than the lease, so replica2 must also renew its own
+def test_lease_of_a_killed_run_is_taken_over(master, replica, replica2, replica_set, fresh_db, tmp_path, dest, slow_rows) -> None:
+    rows = slow_rows(LEASE + 1)  # longer than the lease: replica2 must also renew its own
     make_table(master, fresh_db, "slow", rows)
     replica_set.sync()
     directory = dataset_dir(dest, fresh_db, fresh_db, "slow")
@@ -478,8 +497,8 @@ def digest(path: Path) -> tuple[str, int, int]:
     return hashlib.sha256(path.read_bytes()).hexdigest(), st.st_ino, st.st_mtime_ns
 
 
-def test_frozen_claimant_commits_nothing_after_takeover(master, replica, replica2, replica_set, fresh_db, tmp_path, dest) -> None:
-    rows = 6000
+def test_frozen_claimant_commits_nothing_after_takeover(master, replica, replica2, replica_set, fresh_db, tmp_path, dest, slow_rows) -> None:
+    rows = slow_rows(3)
     # The same table on each replica alone, with different contents, so that a
     # commit by the frozen host could not produce the same bytes by chance.
     for server in (replica, replica2):
@@ -521,15 +540,16 @@ def test_frozen_claimant_commits_nothing_after_takeover(master, replica, replica
 
 
 def test_claimant_resumed_during_takeover_aborts_before_committing(
-    master, replica, replica2, replica_set, fresh_db, tmp_path, dest
+    master, replica, replica2, replica_set, fresh_db, tmp_path, dest, slow_rows
 ) -> None:
-    """The lease re-check right before the commit, with the new owner still dumping.
+    """The frozen host resumes while the new owner is still dumping.
 
-    Unlike the test above, the frozen host reaches its commit *before* the
-    new owner does, so only the re-check (not the no-clobber commit) can stop
-    it: the dataset must hold replica2's data and replica2 must succeed.
+    Unlike the test above, the frozen host could reach its commit *before*
+    the new owner does, so the no-clobber commit can not save the day: it
+    must notice it lost the lease and commit nothing, and replica2 must
+    succeed with its own data.
     """
-    rows = 6000
+    rows = slow_rows(3)
     for server in (replica, replica2):
         make_table(server, fresh_db, "slow", rows, marker=server.name, binlog=False)
     directory = dataset_dir(dest, fresh_db, fresh_db, "slow")
@@ -568,12 +588,67 @@ def test_claimant_resumed_during_takeover_aborts_before_committing(
     assert [(r["state"], int(r["port"])) for r in rows_] == [("done", replica2.port)], describe_claims(rows_)
 
 
+def test_claimant_cut_off_from_the_master_commits_nothing(
+    master, replica, replica2, replica_set, fresh_db, tmp_path, dest, slow_rows
+) -> None:
+    """The re-check right before the commit, isolated from the renewals.
+
+    While the unit is being dumped the master stops answering the claimant
+    about its claim (the test holds the claim row locked), for longer than
+    the lease.  Its dump ends after the lease has run out, by the master's
+    clock; then another host, as it may, takes the expired unit over and
+    finishes it (the test marks the claim done for replica2) and the master
+    answers again.  The claimant must not commit: only the re-check can stop
+    it, since its renewals were never refused while it was dumping.
+    """
+    rows = slow_rows(LEASE + 2)
+    make_table(master, fresh_db, "slow", rows)
+    replica_set.sync()
+    config = run_config(tmp_path, replica, dest, fresh_db, locks={"lease_seconds": LEASE})
+    proc = spawn(tmp_path, config, "run", "--date", DATE)
+    blocker = master.connect(autocommit=False)
+    try:
+        assert wait_for(lambda: dump_queries(replica) or proc.proc.poll() is not None, 30)
+        assert proc.proc.poll() is None, proc.output()
+        with blocker.cursor() as cur:
+            cur.execute("SET SESSION innodb_lock_wait_timeout = 20")
+            cur.execute(
+                f"SELECT TIMESTAMPDIFF(MICROSECOND, NOW(6), expires_at) FROM `{LOCK_SCHEMA}`.claims"
+                " WHERE namespace = %s AND state = 'active' FOR UPDATE",
+                (fresh_db,),
+            )
+            locked = cur.fetchall()
+            assert len(locked) == 1, f"expected one active claim: {describe_claims(claims(master, fresh_db))}"
+            # Until the lease has run out and the dump is over (finished, or
+            # given up: a claimant may stop a unit it can not renew, too).
+            time.sleep(max(0, locked[0][0]) / 1e6 + 0.5)
+            assert wait_for(lambda: not dump_queries(replica), 60), "the dump query never ended"
+            time.sleep(0.5)  # the claimant is at its commit, if it went on
+            cur.execute(
+                f"UPDATE `{LOCK_SCHEMA}`.claims SET state = 'done', port = %s, pid = 1"
+                " WHERE namespace = %s AND expires_at < NOW(6)",
+                (replica2.port, fresh_db),
+            )
+            assert cur.rowcount == 1, describe_claims(claims(master, fresh_db))
+        blocker.commit()
+        status = proc.wait(timeout=60)
+    finally:
+        blocker.close()
+        proc.kill()
+        kill_dump_queries(replica)
+    assert "Traceback" not in proc.stderr(), proc.output()
+    directory = dataset_dir(dest, fresh_db, fresh_db, "slow")
+    assert visible_files(directory) == [], (
+        f"committed after losing the lease (exit {status}): {[p.name for p in visible_files(directory)]}\n{proc.output()}"
+    )
+
+
 # --- retries, --dry-run, one run per server ----------------------------------------------------
 
 
 @pytest.mark.parametrize("retries", [0, 1])
-def test_failed_unit_is_retried(master, replica, replica_set, fresh_db, tmp_path, dest, retries) -> None:
-    rows = 3000  # ~1.5 s
+def test_failed_unit_is_retried(master, replica, replica_set, fresh_db, tmp_path, dest, slow_rows, retries) -> None:
+    rows = slow_rows(1.5)
     make_table(master, fresh_db, "slow", rows)
     replica_set.sync()
     config = run_config(tmp_path, replica, dest, fresh_db, retries=retries)
@@ -610,9 +685,9 @@ def test_dry_run_lists_units_and_touches_nothing(master, replica, replica_set, f
     assert claims(master, fresh_db) == []
 
 
-def test_second_run_on_the_same_server_does_nothing(master, replica, replica_set, fresh_db, tmp_path, dest) -> None:
+def test_second_run_on_the_same_server_does_nothing(master, replica, replica_set, fresh_db, tmp_path, dest, slow_rows) -> None:
     """One run per server (run_lock_dir): a second one exits 0 at once (as `run --help` says)."""
-    rows = 4000  # ~2 s
+    rows = slow_rows(2)
     make_table(master, fresh_db, "slow", rows)
     replica_set.sync()
     config = run_config(tmp_path, replica, dest, fresh_db)
@@ -768,9 +843,9 @@ def test_run_refuses_today_and_later(replica, fresh_db, tmp_path, dest, days) ->
 # --- filters and priority; locks -----------------------------------------------------------
 
 
-def test_filters_views_and_priority(master, replica, replica_set, fresh_db, tmp_path, dest) -> None:
+def test_filters_views_and_priority(master, replica, replica_set, fresh_db, tmp_path, dest, slow_rows) -> None:
     for table in ("a1", "a2", "zz_first", "skipped"):
-        make_table(master, fresh_db, table, 300)
+        make_table(master, fresh_db, table, slow_rows(0.15))
     master.sql(f"CREATE VIEW `{fresh_db}`.v AS SELECT id FROM `{fresh_db}`.a1")
     replica_set.sync()
     config = run_config(
@@ -803,8 +878,8 @@ def test_filters_views_and_priority(master, replica, replica_set, fresh_db, tmp_
     assert order and order[0] == "zz_first", f"dump order seen: {order}"
 
 
-def test_locks_lists_claims(master, replica, replica_set, fresh_db, tmp_path, dest) -> None:
-    make_table(master, fresh_db, "slowtbl", 4000)
+def test_locks_lists_claims(master, replica, replica_set, fresh_db, tmp_path, dest, slow_rows) -> None:
+    make_table(master, fresh_db, "slowtbl", slow_rows(2))
     replica_set.sync()
     config = run_config(tmp_path, replica, dest, fresh_db)
     proc = spawn(tmp_path, config, "run", "--date", DATE)
