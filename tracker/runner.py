@@ -112,15 +112,20 @@ class Runner:
                 if status is None:
                     log.info("event=skipped reason=not_a_replica server=%s", server.label)
                     return RunReport(note=f"{server.label} is not a replica; nothing to do")
-                # No other run of ours is alive (we hold the lock): any dump
-                # query whose process is gone is an orphan writing for nobody.
-                kill_orphans(self.config)
                 wait_until_caught_up(conn, date, self.config.replication, self.cancel)
                 return self._run(conn, server, status, date, workers or self.config.workers, dry_run)
         finally:
             conn.close()
 
     def _run(self, conn, server, status, date, workers, dry_run) -> RunReport:
+        plans = self._plan(conn, date)
+        jobs = [_Job(plan, unit) for plan in plans for unit in plan.units]
+        if dry_run:  # changes nothing, anywhere
+            planned = [job.unit.label for job in jobs]
+            return RunReport(note=f"dry run: {len(jobs)} units in {len(plans)} tables", planned=planned)
+        # No other run of ours is alive (we hold the lock): any dump query
+        # whose process is gone is an orphan writing for nobody.
+        kill_orphans(self.config)
         claims = ClaimStore(master_config(self.config, status), self.config.locks, Owner(server.hostname, server.port))
         try:
             claims.ensure_table()
@@ -129,11 +134,6 @@ class Runner:
             stale = self.store.clean_stale(f"{self.config.namespace}/", dt.timedelta(hours=self.config.stale_upload_hours))
             if stale:
                 log.warning("event=stale_uploads_cleaned count=%d", stale)
-            plans = self._plan(conn, date)
-            jobs = [_Job(plan, unit) for plan in plans for unit in plan.units]
-            if dry_run:
-                planned = [job.unit.label for job in jobs]
-                return RunReport(note=f"dry run: {len(jobs)} units in {len(plans)} tables", planned=planned)
             if not jobs:
                 return RunReport(note="nothing to dump: every wanted table is complete")
             units = UnitDumper(self.config, self.store, server, self.cancel)
