@@ -44,6 +44,28 @@ def part_number_at_least(n: int) -> Rule:
     return rule
 
 
+def first(n: int, rule: Rule) -> Rule:
+    """Fail only the first ``n`` requests ``rule`` picks: a fault that passes."""
+    seen = [0]
+
+    def limited(request: Request) -> bool:
+        if not rule(request):
+            return False
+        seen[0] += 1
+        return seen[0] <= n
+
+    return limited
+
+
+def puts_of(name: str) -> Rule:
+    """Every PUT (single or part) of an object whose key ends with ``name``."""
+
+    def rule(request: Request) -> bool:
+        return request.method == "PUT" and request.path.endswith(name)
+
+    return rule
+
+
 @dataclass
 class FaultProxy:
     target_port: int

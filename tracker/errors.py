@@ -14,14 +14,22 @@ EXIT_REFUSED = 3
 
 
 class TrackerError(Exception):
-    """Base class: ``str(err)`` is the whole one-line message."""
+    """Base class: ``str(err)`` is the whole one-line message.
+
+    ``retryable`` marks a failure that may pass if the unit is tried again
+    (a storage hiccup, a deadlock); a killed query, a full disk or a lost
+    lease are final for this run.
+    """
 
     exit_status = EXIT_FAILED
+    retryable = False
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, retryable: bool | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if retryable is not None:
+            self.retryable = retryable
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
@@ -63,6 +71,8 @@ class DumpFailed(TrackerError):
 
 class UploadFailed(TrackerError):
     """Writing to the destination failed; nothing was committed."""
+
+    retryable = True
 
 
 class LeaseLost(TrackerError):

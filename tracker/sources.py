@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Protocol
 
+from tracker.db import error_code
 from tracker.errors import DumpFailed, TrackerError
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ POLL_SECS = 0.005
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _F_SETPIPE_SZ = 1031
+
+# Server errors worth another try of the unit: lock wait timeout, deadlock.
+# A killed query (1317, 1927) means a person or `tracker kill` wants it
+# stopped, and a full disk (3, errno 28) will not pass by itself.
+TRANSIENT_ERRORS = frozenset({1205, 1213})
 
 
 class Cancelled(TrackerError):
@@ -90,7 +96,10 @@ class _QuerySource:
             self._check_cancel()
         outcome = self.query.outcome()
         if outcome.error is not None:
-            raise DumpFailed(f"dump query failed: {self.query.describe_error()}")
+            raise DumpFailed(
+                f"dump query failed: {self.query.describe_error()}",
+                retryable=error_code(outcome.error) in TRANSIENT_ERRORS,
+            )
         return int(outcome.rows or 0)
 
     def _remove_path(self) -> None:

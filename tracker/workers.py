@@ -60,7 +60,11 @@ def run_parallel(
     cancel: threading.Event,
     retries: int = 0,
 ) -> list[Outcome[Job]]:
-    """Run ``work(conn, job)`` for every job; a failed job is retried up to ``retries`` times."""
+    """Run ``work(conn, job)`` for every job.
+
+    A job whose error is ``retryable`` is tried again, after a growing pause,
+    up to ``retries`` more times.
+    """
     shared: _Shared[Job] = _Shared()
     for job in jobs:
         shared.jobs.put(Outcome(job))
@@ -89,7 +93,7 @@ def run_parallel(
                 continue
             except Exception as exc:  # recorded; reported by the caller
                 outcome.error = exc
-                if outcome.attempts <= retries and not cancel.is_set():
+                if getattr(exc, "retryable", False) and outcome.attempts <= retries and not cancel.is_set():
                     delay = min(2.0**outcome.attempts, MAX_BACKOFF_SECS)
                     log.warning("event=retry attempt=%d in_secs=%.0f error=%s", outcome.attempts, delay, exc)
                     if not cancel.wait(delay):  # back off: transient faults need time to pass

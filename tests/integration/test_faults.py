@@ -14,10 +14,9 @@ import time
 import pytest
 
 from sandbox.faults import FaultProxy, part_number_at_least
+from tests.integration.conftest import BIG_ROWS
 from tests.integration.helpers import (
     Sampler,
-    create_big_table,
-    drop_unreplicated,
     outfile_bytes_on_disk,
     peak_rss,
     run_tracker,
@@ -27,16 +26,12 @@ from tests.integration.helpers import (
     write_config,
 )
 
-BIG_ROWS = 300_000  # ~310 MB of OUTFILE text, binary with NULs and backslashes
 MiB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def big_table(replica) -> str:
-    """A large table on one replica only (not replicated: saves minutes)."""
-    name = create_big_table(replica, BIG_ROWS)
-    yield name
-    drop_unreplicated(replica, name.split(".")[0])
+@pytest.fixture
+def big_table(big_on_replica) -> str:
+    return big_on_replica
 
 
 def assert_nothing_left(replica, s3, bucket: str) -> None:

@@ -5,28 +5,15 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
 
 from sandbox.mariadb import REPL_PASSWORD, REPL_USER  # noqa: F401
 from tests.integration.helpers import (
-    create_big_table,
-    drop_unreplicated,
     run_tracker,
     start_tracker,
     tagged_queries,
     wait_for,
     write_config,
 )
-
-ROWS = 300_000
-
-
-@pytest.fixture(scope="module")
-def big_on_replica2(replica2) -> str:
-    name = create_big_table(replica2, ROWS)
-    yield name
-    drop_unreplicated(replica2, name.split(".")[0])
-
 
 def nothing_under(dest) -> bool:
     """No object a reader would see (a kill -9 can leave a hidden temporary file)."""

@@ -7,9 +7,13 @@ replica gets its own ``run_lock_dir`` (on real hosts each has its own /tmp).
 
 Dump time is made controllable without generating hundreds of MB: the
 "slow" tables carry a VIRTUAL generated column whose expression hashes a
-320 KB string per row, so the server's OUTFILE spends about half a
-millisecond per row while the tables themselves stay tiny and are created
-in milliseconds.
+320 KB string per row, so the server's OUTFILE spends a fixed CPU time per
+row (about 0.5 ms here; the ``slow_rows`` fixture calibrates it) while the
+tables stay tiny and are created in milliseconds.  Tests that need a unit
+to be "mid-dump" for a while size their table in seconds, not rows.
+
+Only the master is written through replication; a table that must differ
+between the replicas is created on each with ``sql_log_bin=0`` as root.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ import lz4.frame
 import pymysql
 import pymysql.cursors
 import pytest
+import yaml
 
 from sandbox import MariaDB, ReplicaSet
+from sandbox.faults import FaultProxy, first, puts_of
 from tests.integration.helpers import run_tracker, tagged_queries, tracker_argv, wait_for, write_config
 from tracker.layout import encode_segment
 
@@ -83,7 +89,6 @@ class Spawned:
     proc: subprocess.Popen
     out_path: Path
     err_path: Path
-    started: float
 
     @property
     def pid(self) -> int:
@@ -121,7 +126,7 @@ def spawn(tmp_path: Path, config: Path, *args: str) -> Spawned:
     out_path, err_path = tmp_path / f"out-{stamp}.txt", tmp_path / f"err-{stamp}.txt"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(tracker_argv(config, *args), stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-    return Spawned(proc, out_path, err_path, time.monotonic())
+    return Spawned(proc, out_path, err_path)
 
 
 def shown(result: subprocess.CompletedProcess) -> str:
@@ -221,7 +226,7 @@ def dump_queries(server: MariaDB) -> list[tuple]:
 
 
 def kill_dump_queries(server: MariaDB) -> None:
-    """Test hygiene after a SIGKILL: stop the orphaned query burning CPU for the next steps."""
+    """Hygiene, not a check: stop dump queries a killed or stopped tracker left burning CPU."""
     for query_id, _info in dump_queries(server):
         try:
             server.sql(f"KILL QUERY {int(query_id)}")
@@ -445,7 +450,7 @@ def test_units_of_one_host_share_one_snapshot(master, replica, replica_set, fres
 # --- 3 and 4. leases: a dead or frozen claimant is taken over --------------------------------
 
 
-def start_and_catch_mid_unit(tmp_path, server: MariaDB, dest: Path, db: str, table: str) -> Spawned:
+def start_and_catch_mid_unit(tmp_path: Path, server: MariaDB, dest: Path, db: str) -> Spawned:
     """Start ``run`` on ``server`` and return once its dump query has been running a moment."""
     config = run_config(tmp_path, server, dest, db, locks={"lease_seconds": LEASE})
     proc = spawn(tmp_path, config, "run", "--date", DATE)
@@ -469,7 +474,7 @@ def test_lease_of_a_killed_run_is_taken_over(master, replica, replica2, replica_
     replica_set.sync()
     directory = dataset_dir(dest, fresh_db, fresh_db, "slow")
 
-    first = start_and_catch_mid_unit(tmp_path, replica, dest, fresh_db, "slow")
+    first = start_and_catch_mid_unit(tmp_path, replica, dest, fresh_db)
     try:
         assert_claimed_by(master, fresh_db, replica.port)
         first.proc.send_signal(signal.SIGKILL)
@@ -505,7 +510,7 @@ def test_frozen_claimant_commits_nothing_after_takeover(master, replica, replica
         make_table(server, fresh_db, "slow", rows, marker=server.name, binlog=False)
     directory = dataset_dir(dest, fresh_db, fresh_db, "slow")
 
-    frozen = start_and_catch_mid_unit(tmp_path, replica, dest, fresh_db, "slow")
+    frozen = start_and_catch_mid_unit(tmp_path, replica, dest, fresh_db)
     try:
         assert_claimed_by(master, fresh_db, replica.port)
         frozen.proc.send_signal(signal.SIGSTOP)
@@ -549,23 +554,31 @@ def test_claimant_resumed_during_takeover_aborts_before_committing(
     must notice it lost the lease and commit nothing, and replica2 must
     succeed with its own data.
     """
-    rows = slow_rows(3)
+    # Long enough that replica2 is still dumping when the resumed host is
+    # done (which may include a retry after a back-off).
+    rows = slow_rows(6)
     for server in (replica, replica2):
         make_table(server, fresh_db, "slow", rows, marker=server.name, binlog=False)
     directory = dataset_dir(dest, fresh_db, fresh_db, "slow")
 
-    frozen = start_and_catch_mid_unit(tmp_path, replica, dest, fresh_db, "slow")
+    frozen = start_and_catch_mid_unit(tmp_path, replica, dest, fresh_db)
     taker: Spawned | None = None
     try:
         assert_claimed_by(master, fresh_db, replica.port)
         frozen.proc.send_signal(signal.SIGSTOP)
         time.sleep(LEASE + 1.5)
-        # By now replica1's server has long finished writing the unit: resumed,
-        # the frozen host needs only a moment to reach its commit.
-        taker = start_and_catch_mid_unit(tmp_path, replica2, dest, fresh_db, "slow")
+        taker = start_and_catch_mid_unit(tmp_path, replica2, dest, fresh_db)
+        # Let replica1's server finish writing the unit: resumed, the frozen
+        # host needs only a moment to reach its commit.
+        assert wait_for(lambda: not dump_queries(replica), 30), dump_queries(replica)
         assert_claimed_by(master, fresh_db, replica2.port)
         frozen.proc.send_signal(signal.SIGCONT)
         frozen.wait(timeout=60)
+        # Whatever part object exists now must be the one left at the end
+        # (replica2's): had the resumed host committed one, replica2 would
+        # have had to replace it or fail.
+        part = directory / "part-00000.tsv.lz4"
+        seen = part.stat().st_ino if part.exists() else None
         assert "Traceback" not in frozen.stderr(), frozen.output()
         assert taker.proc.poll() is None, (
             "premise failed: replica2 finished before the resumed host reached its commit\n" + taker.output()
@@ -580,7 +593,8 @@ def test_claimant_resumed_during_takeover_aborts_before_committing(
 
     manifest = assert_complete(directory, rows, strict=False)
     assert [source_port(u) for u in manifest["units"]] == [replica2.port], manifest["units"]
-    data = lz4.frame.decompress((directory / manifest["units"][0]["key"].rsplit("/", 1)[-1]).read_bytes())
+    assert seen in (None, part.stat().st_ino), f"the resumed host committed a part object:\n{frozen.output()}"
+    data = lz4.frame.decompress(part.read_bytes())
     assert data.count(b"\treplica2\t") == rows and b"replica1" not in data, (
         f"the part does not hold replica2's rows only (resumed host: {frozen.output()})"
     )
@@ -647,29 +661,52 @@ def test_claimant_cut_off_from_the_master_commits_nothing(
 
 
 @pytest.mark.parametrize("retries", [0, 1])
-def test_failed_unit_is_retried(master, replica, replica_set, fresh_db, tmp_path, dest, slow_rows, retries) -> None:
+def test_failed_unit_is_retried(master, replica, replica_set, fresh_db, tmp_path, moto_server, s3, bucket, retries) -> None:
+    """A storage fault that passes: the unit is tried again (with retries), else the run fails."""
+    make_table(master, fresh_db, "flaky", 10, slow=False)
+    replica_set.sync()
+    # Every PUT of the part fails until botocore has spent its own attempts (1 + 5 retries).
+    proxy = FaultProxy(moto_server.port, rule=first(6, puts_of("/part-00000.tsv.lz4")))
+    proxy.start()
+    try:
+        config = run_config(tmp_path, replica, tmp_path / "unused", fresh_db, retries=retries)
+        data = yaml.safe_load(config.read_text())
+        data.update(destination=f"s3://{bucket}/snap", s3={"endpoint_url": proxy.endpoint_url})
+        config.write_text(yaml.safe_dump(data))
+        result = run_tracker(config, "run", "--date", DATE, env=moto_server.subprocess_env(), timeout=120)
+    finally:
+        proxy.stop()
+    assert proxy.failed == 6, proxy.failed
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    if retries:
+        assert result.returncode == 0, shown(result)
+        assert any(k.endswith("flaky/dt=" + DATE + "/_SUCCESS") for k in keys), keys
+    else:
+        assert result.returncode == 1, shown(result)
+        assert keys == [], keys
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_killed_query_is_not_retried(master, replica, replica_set, fresh_db, tmp_path, dest, slow_rows) -> None:
+    """KILL QUERY means stop: the unit fails at once, whatever retries says."""
     rows = slow_rows(1.5)
     make_table(master, fresh_db, "slow", rows)
     replica_set.sync()
-    config = run_config(tmp_path, replica, dest, fresh_db, retries=retries)
+    config = run_config(tmp_path, replica, dest, fresh_db, retries=2)
     proc = spawn(tmp_path, config, "run", "--date", DATE)
     try:
         assert wait_for(lambda: dump_queries(replica) or proc.proc.poll() is not None, 30)
         time.sleep(0.3)
         queries = dump_queries(replica)
         assert len(queries) == 1, f"expected one dump query, got {queries}; {proc.output()}"
-        replica.sql(f"KILL QUERY {int(queries[0][0])}")  # once: the retry is left alone
+        replica.sql(f"KILL QUERY {int(queries[0][0])}")
         status = proc.wait(timeout=60)
     finally:
         proc.kill()
         kill_dump_queries(replica)
-    directory = dataset_dir(dest, fresh_db, fresh_db, "slow")
-    if retries:
-        assert status == 0, proc.output()
-        assert_complete(directory, rows)
-    else:
-        assert status == 1, proc.output()
-        assert visible_files(directory) == [], visible_files(directory)
+    assert status == 1, proc.output()
+    assert "(1317)" in proc.output() and "event=retry" not in proc.output(), proc.output()
+    assert visible_files(dataset_dir(dest, fresh_db, fresh_db, "slow")) == []
 
 
 def test_dry_run_lists_units_and_touches_nothing(master, replica, replica_set, fresh_db, tmp_path, dest) -> None:

@@ -5,26 +5,13 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
 
 from tests.integration.helpers import (
-    create_big_table,
-    drop_unreplicated,
     start_tracker,
     tagged_queries,
     wait_for,
     write_config,
 )
-
-ROWS = 300_000
-
-
-@pytest.fixture(scope="module")
-def big_on_replica(replica) -> str:
-    name = create_big_table(replica, ROWS)
-    yield name
-    drop_unreplicated(replica, name.split(".")[0])
-
 
 def visible(dest) -> list[str]:
     return [str(p) for p in dest.rglob("*") if p.is_file() and not p.name.startswith(".")]

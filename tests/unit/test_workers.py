@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from tracker import workers
+from tracker.errors import DumpFailed, UploadFailed
 from tracker.workers import Requeue, StopScope, run_parallel
 
 
@@ -30,15 +31,21 @@ def test_retries_are_bounded_and_back_off(monkeypatch) -> None:
     def work(conn, job):
         calls[job] = calls.get(job, 0) + 1
         if job == 1 and calls[job] < 3:
-            raise RuntimeError("transient")
+            raise UploadFailed("S3 hiccup")  # retryable
         if job == 2:
-            raise RuntimeError("permanent")
+            raise UploadFailed("S3 down")
+        if job == 4:
+            raise DumpFailed("dump query failed: (1317) Query execution was interrupted")
+        if job == 5:
+            raise DumpFailed("dump query failed: (1213) Deadlock", retryable=True)
         return "ok"
 
-    outcomes = {o.job: o for o in run_parallel(["a"], [1, 2, 3], work, threading.Event(), retries=2)}
+    outcomes = {o.job: o for o in run_parallel(["a"], [1, 2, 3, 4, 5], work, threading.Event(), retries=2)}
     assert outcomes[1].result == "ok" and outcomes[1].attempts == 3
-    assert str(outcomes[2].error) == "permanent" and outcomes[2].attempts == 3
+    assert str(outcomes[2].error) == "S3 down" and outcomes[2].attempts == 3
     assert outcomes[3].result == "ok" and outcomes[3].attempts == 1
+    assert outcomes[4].error is not None and outcomes[4].attempts == 1  # a killed query is final
+    assert outcomes[5].error is not None and outcomes[5].attempts == 3
 
 
 def test_requeue_does_not_count_as_an_attempt() -> None:
