@@ -1,9 +1,11 @@
 """The main job end to end on a local sandbox; run by ``scripts/demo.sh``.
 
-Starts a MariaDB master with a GTID replica and a local S3 API (moto server,
-its own process), loads a small shop database on the master, waits for the
-replica, runs ``tracker dump`` against the replica into S3, and prints what
-landed.  Everything is stopped and removed at the end unless ``--keep``.
+Starts a MariaDB master with two GTID replicas and a local S3 API (moto
+server, its own process), loads a small shop database on the master, runs
+the nightly job ``tracker run`` on both replicas at once (they share the
+tables through claims on the master) and on the master (where it does
+nothing), then ``tracker verify``, and prints what landed.  Everything is
+stopped and removed at the end unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def load_sample(master) -> None:
 
 
 def write_config(root: Path, replica, moto: MotoServer) -> Path:
-    path = root / "tracker.yaml"
+    path = root / f"tracker-{replica.name}.yaml"
     path.write_text(
         yaml.safe_dump(
             {
@@ -65,6 +67,10 @@ def write_config(root: Path, replica, moto: MotoServer) -> Path:
                 "destination": f"s3://{BUCKET}/snapshots",
                 "s3": {"endpoint_url": moto.endpoint_url},
                 "workers": 2,
+                "tables": {"include": [r"shop\..*"]},
+                "skip_file": str(root / "skip"),
+                "kill_skip_file": str(root / "no_kill"),
+                "run_lock_dir": str(root),
             }
         )
     )
@@ -77,6 +83,11 @@ def tracker(config: Path, moto: MotoServer, *args: str) -> subprocess.CompletedP
     return subprocess.run(argv, env=moto.subprocess_env(), capture_output=True, text=True)
 
 
+def manifests(s3) -> list[dict]:
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) if o["Key"].endswith("manifest.json")]
+    return [json.loads(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
+
+
 def show(config: Path, moto: MotoServer) -> None:
     s3 = moto.client()
     print(f"\nObjects in s3://{BUCKET}/ :")
@@ -84,6 +95,8 @@ def show(config: Path, moto: MotoServer) -> None:
         print(f"  {item['Size']:>9}  {item['Key']}")
     key = f"snapshots/demo/shop/orders/dt={DATE}/manifest.json"
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    sources = sorted({u["source"] for m in manifests(s3) for u in m["units"]})
+    print(f"\nunits were dumped by: {', '.join(sources)}")
     print(f"\nmanifest of shop.orders: rows={manifest['rows']} units={len(manifest['units'])}"
           f" compression={manifest['compression']} bytes={manifest['bytes']} raw_bytes={manifest['raw_bytes']}")
     for column in manifest["columns"]:
@@ -102,21 +115,28 @@ def main() -> int:
     servers = moto = None
     try:
         log.info("starting MariaDB master + replica and a local S3 in %s", root)
-        servers = start_replica_set(root / "db", replicas=1)
+        servers = start_replica_set(root / "db", replicas=2)
         moto = MotoServer(basedir=root)
         moto.start()
         moto.create_bucket(BUCKET)
         load_sample(servers.master)
         servers.sync()
-        config = write_config(root, servers.replicas[0], moto)
-        result = tracker(config, moto, "dump", "shop.customers", "shop.orders", "shop.events", "--date", DATE)
+        configs = [write_config(root, server, moto) for server in servers.instances]
+        print(f"$ tracker run --date {DATE}   # on the master and both replicas at once")
+        argv = lambda c: [sys.executable, "-m", "tracker", "-q", "--config", str(c), "run", "--date", DATE]
+        runs = [subprocess.Popen(argv(c), env=moto.subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in configs]
+        for server, proc in zip(servers.instances, runs):
+            out, err = proc.communicate(timeout=300)
+            print(f"  {server.name}: exit {proc.returncode}: {out.strip()}")
+            if proc.returncode != 0:
+                print(err, file=sys.stderr)
+                return proc.returncode
+        config = configs[1]
+        result = tracker(config, moto, "verify", "--date", DATE)
         print(result.stdout, end="")
-        if result.returncode != 0:
-            print(result.stderr, file=sys.stderr)
-            return result.returncode
         show(config, moto)
         if args.keep:
-            print(f"\nsandbox kept: config {config}; replica port {servers.replicas[0].port}; S3 {moto.endpoint_url}")
+            print(f"\nsandbox kept under {root}: configs tracker-*.yaml; S3 {moto.endpoint_url}")
         return 0
     finally:
         if not args.keep:
