@@ -10,7 +10,12 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <nmmintrin.h>
+#define HAVE_X86_CRC 1
+#endif
 
 /* The transform over src[0:length] into dst, returning the output length.
  * dst may equal src (in place: the output is never longer), else it must
@@ -109,9 +114,84 @@ unescape_into(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(written);
 }
 
+/* CRC-32C (Castagnoli), the checksum of stored objects.
+ *
+ * Why here: zlib's CRC-32 costs ~0.45 s/GB on the target machines, a tenth
+ * of tracker's whole budget; CRC-32C has an instruction on x86 (SSE4.2) and
+ * runs at memory speed.  S3 and most storage tools support CRC-32C too.  A
+ * table-driven version serves other processors. */
+static uint32_t crc32c_table[256];
+
+static void
+crc32c_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc32c_table[i] = c;
+    }
+}
+
+static uint32_t
+crc32c_soft(uint32_t crc, const unsigned char *p, size_t n)
+{
+    while (n--)
+        crc = crc32c_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return crc;
+}
+
+#ifdef HAVE_X86_CRC
+__attribute__((target("sse4.2")))
+static uint32_t
+crc32c_hard(uint32_t crc, const unsigned char *p, size_t n)
+{
+    uint64_t c = crc;
+    while (n && ((uintptr_t)p & 7)) {
+        c = _mm_crc32_u8((uint32_t)c, *p++);
+        n--;
+    }
+    while (n >= 8) {
+        uint64_t word;
+        memcpy(&word, p, 8);
+        c = _mm_crc32_u64(c, word);
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = _mm_crc32_u8((uint32_t)c, *p++);
+    return (uint32_t)c;
+}
+#endif
+
+static int crc32c_has_hardware = 0;
+
+/* crc32c(data, value=0) -> int, chained like zlib.crc32 */
+static PyObject *
+crc32c(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    unsigned long value = 0;
+    if (!PyArg_ParseTuple(args, "y*|k", &view, &value))
+        return NULL;
+    uint32_t crc = ~(uint32_t)value;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef HAVE_X86_CRC
+    if (crc32c_has_hardware)
+        crc = crc32c_hard(crc, view.buf, (size_t)view.len);
+    else
+#endif
+        crc = crc32c_soft(crc, view.buf, (size_t)view.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(~crc);
+}
+
 static PyMethodDef methods[] = {
     {"unescape_inplace", unescape_inplace, METH_VARARGS,
      "unescape_inplace(buffer, length) -> new_length: NUL un-escape in place."},
+    {"crc32c", crc32c, METH_VARARGS,
+     "crc32c(data, value=0) -> int: CRC-32C, chained like zlib.crc32."},
     {"unescape_into", unescape_into, METH_VARARGS,
      "unescape_into(source, length, destination) -> written: NUL un-escape while copying."},
     {NULL, NULL, 0, NULL},
@@ -119,11 +199,16 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "tracker._unescape",
-    "In-place NUL un-escaper (C accelerator for tracker.unescape).", -1, methods,
+    "C accelerators: the NUL un-escaper (tracker.unescape) and CRC-32C (tracker.checksum).", -1, methods,
 };
 
 PyMODINIT_FUNC
 PyInit__unescape(void)
 {
+    crc32c_init();
+#ifdef HAVE_X86_CRC
+    __builtin_cpu_init();
+    crc32c_has_hardware = __builtin_cpu_supports("sse4.2");
+#endif
     return PyModule_Create(&module);
 }

@@ -3,7 +3,7 @@
 lz4 (default) writes the standard frame format, so ``lz4 -d`` reads every
 object.  Its optional content checksum is off: in python-lz4 it costs more
 than the compression itself (3.2 vs 0.8 s/GB measured), and the manifest
-already holds a CRC-32 of every stored object.  gzip uses level 1: at higher levels zlib is slower than
+already holds a CRC-32C of every stored object.  gzip uses level 1: at higher levels zlib is slower than
 the server and would become the bottleneck.
 """
 

@@ -179,7 +179,7 @@ class UnitDumper:
             rows=stats.rows,
             bytes=stats.stored_bytes,
             raw_bytes=stats.raw_bytes,
-            crc32=stats.crc32,
+            crc32c=stats.crc32c,
             source=self.server.label,
             seconds=stats.seconds,
             partition=unit.partition,

@@ -38,7 +38,7 @@ class UnitEntry:
     rows: int
     bytes: int
     raw_bytes: int
-    crc32: str
+    crc32c: str
     source: str
     seconds: float
     partition: str | None = None
@@ -52,7 +52,7 @@ class UnitEntry:
             "rows": self.rows,
             "bytes": self.bytes,
             "raw_bytes": self.raw_bytes,
-            "checksum": {"crc32": self.crc32},
+            "checksum": {"crc32c": self.crc32c},
             "source": self.source,
             "seconds": round(self.seconds, 3),
             "position": self.position,

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
+from tracker.checksum import crc32c
 from tracker.compress import compressor
 from tracker.sinks import Store
 from tracker.sources import Source
@@ -73,12 +73,13 @@ class CompressStage:
 
 
 class DigestStage:
-    """CRC-32 and size of the stored bytes, for the manifest.
+    """CRC-32C and size of the stored bytes, for the manifest.
 
-    CRC-32 rather than SHA-256: it detects the corruption and truncation a
-    checksum of a stored object is for, S3 can verify it natively, and it
-    costs 0.45 s/GB here against 0.75 s/GB -- a pass over the data that
-    counts against tracker's budget of half the server's CPU.
+    CRC-32C rather than SHA-256 or zlib's CRC-32: it detects the corruption
+    and truncation a checksum of a stored object is for, S3 supports it
+    natively, and with the CPU's CRC instruction it costs ~0.13 s/GB against
+    0.45 (CRC-32) and 0.75 (SHA-256) -- a pass over every byte, counted
+    against tracker's budget of half the server's CPU.
     """
 
     def __init__(self) -> None:
@@ -86,7 +87,7 @@ class DigestStage:
         self.bytes = 0
 
     def process(self, data: Buffer) -> Buffer:
-        self._crc = zlib.crc32(data, self._crc)
+        self._crc = crc32c(data, self._crc)
         self.bytes += len(data)
         return data
 
@@ -102,7 +103,7 @@ class UnitStats:
     rows: int
     raw_bytes: int
     stored_bytes: int
-    crc32: str
+    crc32c: str
     seconds: float
 
 
@@ -153,7 +154,7 @@ def run_unit(
         rows=rows[0],
         raw_bytes=raw.bytes,
         stored_bytes=digest.bytes,
-        crc32=digest.hexdigest(),
+        crc32c=digest.hexdigest(),
         seconds=time.monotonic() - started,
     )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-import zlib
 
 import lz4.frame
 import pytest
@@ -16,6 +15,7 @@ from tests.integration.helpers import (
     run_tracker,
     write_config,
 )
+from tracker.checksum import reference_crc32c
 from tracker.db import qualified
 from tracker.layout import encode_segment
 
@@ -122,7 +122,7 @@ def test_bit_exact_round_trip_through_s3(master, replica, moto_server, s3, bucke
     unit = manifest["units"][0]
     stored = s3.get_object(Bucket=bucket, Key=prefix + "part-00000.tsv.lz4")["Body"].read()
     assert unit["bytes"] == len(stored)
-    assert unit["checksum"]["crc32"] == f"{zlib.crc32(stored):08x}"
+    assert unit["checksum"]["crc32c"] == f"{reference_crc32c(stored):08x}"
     assert unit["source"].endswith(f":{replica.port}")
     assert unit["rows"] == manifest["rows"]
 
