@@ -88,6 +88,18 @@ def error_code(exc: BaseException) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
+def kill_query(conn: pymysql.Connection, connection_id: int) -> bool:
+    """``KILL QUERY`` on another connection; False if it had already ended."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("KILL QUERY %s", (connection_id,))
+        return True
+    except pymysql.MySQLError as exc:
+        if error_code(exc) == 1094:  # ER_NO_SUCH_THREAD: it ended by itself meanwhile
+            return False
+        raise
+
+
 def query_all(conn: pymysql.Connection, sql: str, args: object = None) -> list[tuple]:
     with conn.cursor() as cur:
         cur.execute(sql, args)

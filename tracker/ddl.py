@@ -75,7 +75,9 @@ class DdlWatch:
                     "event=replication_waits_for_metadata_lock thread=%d secs=%d db=%s statement=%.200s",
                     thread_id, waited, db, " ".join(str(statement).split()),
                 )
-            # One refresh per blocked statement (thread id and its start).
+            # One refresh per ddl_wait_seconds of waiting: if the statement is
+            # still blocked a period later (a transaction opened since, or a
+            # lock tracker does not hold), it is asked again, not every poll.
             block = (thread_id, int(waited // max(self.wait_seconds, 1)))
             if waited >= self.wait_seconds and block not in self._refreshed_for:
                 self._refreshed_for.add(block)

@@ -25,7 +25,7 @@ import pymysql
 from tracker import layout, manifest
 from tracker.columns import Column, TableInfo, find_table, select_list, show_create_table, table_columns
 from tracker.config import Config
-from tracker.db import ServerInfo, connect, error_text, qualified, quote_ident, server_info
+from tracker.db import ServerInfo, connect, error_text, kill_query, qualified, quote_ident, server_info
 from tracker.errors import ConfigError, NotAReplica, TrackerError
 from tracker.outfile import DumpQuery, select_statement
 from tracker.pipeline import run_unit
@@ -198,12 +198,8 @@ class UnitDumper:
     def _kill_query(self, connection_id: int) -> None:
         conn = connect(self.config.mysql)
         try:
-            with conn.cursor() as cur:
-                cur.execute("KILL QUERY %s", (connection_id,))
-            log.info("event=query_killed connection=%s", connection_id)
-        except pymysql.MySQLError as exc:
-            if "Unknown thread" not in str(exc):
-                raise
+            if kill_query(conn, connection_id):
+                log.info("event=query_killed connection=%s", connection_id)
         finally:
             conn.close()
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pymysql
 
 from tracker.config import DEFAULT_PATH, Config
-from tracker.db import connect, error_text, query_all, query_one
+from tracker.db import connect, error_text, kill_query, query_all, query_one
 from tracker.errors import KillFailed
 from tracker.outfile import TAG_PREFIX
 from tracker.replica import read_status
@@ -121,17 +121,6 @@ def failover_reason(conn: pymysql.Connection) -> str:
     return ""
 
 
-def _kill_query(conn: pymysql.Connection, query: TaggedQuery) -> bool:
-    try:
-        with conn.cursor() as cur:
-            cur.execute("KILL QUERY %s", (query.connection_id,))
-        return True
-    except pymysql.MySQLError as exc:
-        if "Unknown thread" in str(exc):
-            return False  # it ended by itself meanwhile
-        raise
-
-
 def kill(config: Config, *, force: bool = False, orphans_only: bool = False) -> KillReport:
     """Kill what must stop; see the module doc.  ``orphans_only``: never failover mode."""
     conn = connect(config.mysql)
@@ -139,7 +128,7 @@ def kill(config: Config, *, force: bool = False, orphans_only: bool = False) -> 
         reason = "forced" if force else ("" if orphans_only else failover_reason(conn))
         report = KillReport(reason=reason)
         for query in tagged_queries(conn):
-            if (reason or not is_tracker_process(query.pid)) and _kill_query(conn, query):
+            if (reason or not is_tracker_process(query.pid)) and kill_query(conn, query.connection_id):
                 report.queries.append(query)
                 log.warning(
                     "event=killed_query connection=%d pid=%d why=%s",

@@ -25,9 +25,17 @@ from tracker.claims import ClaimStore, Lease, Owner, UnitKey
 from tracker.columns import list_tables
 from tracker.config import Config, MySQLConfig
 from tracker.ddl import DdlWatch
-from tracker.dumper import TablePlan, Unit, UnitDumper, describe_failure, open_local, plan_table
+from tracker.dumper import (
+    TablePlan,
+    Unit,
+    UnitDumper,
+    describe_failure,
+    open_local,
+    plan_table,
+)
 from tracker.errors import ConfigError
 from tracker.kill import kill as kill_orphans_or_all
+from tracker.layout import DatasetKeys
 from tracker.replica import ReplicaStatus, read_status, wait_until_caught_up
 from tracker.sinks import Store, open_store
 from tracker.snapshot import Snapshot, take_snapshot
@@ -156,11 +164,12 @@ class Runner:
         tables.sort(key=lambda t: self.config.tables.rank(*t))
         plans = []
         for db, table in tables:
-            plan = plan_table(conn, self.config.namespace, db, table, date)
-            if self.store.exists(plan.keys.success):
+            # Check the destination first: a fleet re-run finds most tables
+            # complete, and planning costs several queries per table.
+            if self.store.exists(DatasetKeys(self.config.namespace, db, table, date).success):
                 log.info("event=skip_complete table=%s.%s date=%s", db, table, date)
                 continue
-            plans.append(plan)
+            plans.append(plan_table(conn, self.config.namespace, db, table, date))
         return plans
 
     def _dump(self, jobs: list[_Job], units: UnitDumper, snapshot: Snapshot, claims: ClaimStore, date: dt.date) -> RunReport:
