@@ -83,6 +83,7 @@ class ReplicationConfig:
     heartbeat_table: tuple[str, str] | None = None  # (db, table) of pt-heartbeat
     wait_seconds: int = 3600
     poll_seconds: int = 10
+    max_lag_seconds: int | None = None  # pause dumping while the lag is above this
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class Config:
     retries: int = 2
     stale_upload_hours: int = 24
     ddl_wait_seconds: int = 300
+    chunk_mb: int = 1024  # split tables (and partitions) above this into key ranges; 0: never
+    max_mb_per_second: float | None = None  # per host, across workers; None: unlimited
 
 
 # --- validation helpers -----------------------------------------------------
@@ -181,8 +184,22 @@ class _Section:
             raise self.fail(str(unknown[0]), "unknown key")
 
 
+def _optional_integer(section: _Section, key: str, low: int, high: int) -> int | None:
+    if section.data.get(key) is None:
+        section.used.add(key)
+        return None
+    return section.integer(key, 0, low, high)
+
+
+def _rate(top: _Section) -> float | None:
+    value = top.get("max_mb_per_second", (int, float), None)
+    if value is not None and not 0 < value <= 1e6:
+        raise top.fail("max_mb_per_second", f"must be a positive number of MB/s, got {value}")
+    return None if value is None else float(value)
+
+
 def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {int: "an integer", str: "a string", dict: "a mapping", bool: "true or false", list: "a list"}
+    names = {int: "an integer", float: "a number", str: "a string", dict: "a mapping", bool: "true or false", list: "a list"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -264,6 +281,7 @@ def _replication(section: _Section) -> ReplicationConfig:
         heartbeat_table=table,
         wait_seconds=section.integer("wait_seconds", 3600, 0, 7 * 86400),
         poll_seconds=section.integer("poll_seconds", 10, 1, 3600),
+        max_lag_seconds=_optional_integer(section, "max_lag_seconds", 1, 7 * 86400),
     )
     section.reject_unknown()
     return config
@@ -364,6 +382,8 @@ def build(path: str, data: Any) -> Config:
         retries=top.integer("retries", 2, 0, 100),
         stale_upload_hours=top.integer("stale_upload_hours", 24, 0, 24 * 365),
         ddl_wait_seconds=top.integer("ddl_wait_seconds", 300, 1, 86400),
+        chunk_mb=top.integer("chunk_mb", 1024, 0, 1024 * 1024),
+        max_mb_per_second=_rate(top),
     )
     top.reject_unknown()
     return config

@@ -125,8 +125,14 @@ def run_unit(
     size_hint: int = 0,
     checks: Sequence[Callable[[], None]] = (),
     label: str = "",
+    meter: Callable[[int], None] | None = None,
 ) -> UnitStats:
-    """Move one unit; returns its stats only if its object was committed."""
+    """Move one unit; returns its stats only if its object was committed.
+
+    ``meter`` sees the size of every chunk read from the source, after the
+    chunk went through; it may sleep (load control) or count (progress),
+    and whatever it raises aborts the unit like any other stage's error.
+    """
     raw, digest = CountStage(), DigestStage()
     stages: list[Stage] = [UnescapeStage(), raw, CompressStage(compression), digest]
     rows: list[int] = []
@@ -144,6 +150,8 @@ def run_unit(
                 out = _push(stages, chunk)
                 if out:
                     upload.write(out)
+                if meter is not None:
+                    meter(len(chunk))
                 if time.monotonic() >= next_progress:
                     next_progress = _log_progress(label, raw.bytes, started)
             for index, stage in enumerate(stages):
