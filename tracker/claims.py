@@ -56,6 +56,22 @@ CREATE TABLE IF NOT EXISTS {table} (
 """
 
 
+# The units of a (table, date), as the first host to plan it stored them:
+# every host dumps the same units even though their size estimates differ.
+_PLANS = """
+CREATE TABLE IF NOT EXISTS {table} (
+  namespace VARCHAR(64) NOT NULL,
+  db VARCHAR(64) NOT NULL,
+  tbl VARCHAR(64) NOT NULL,
+  ds DATE NOT NULL,
+  host VARCHAR(255) NOT NULL,
+  created_at DATETIME(6) NOT NULL,
+  plan LONGTEXT NOT NULL,
+  PRIMARY KEY (namespace, db, tbl, ds)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+"""
+
+
 @dataclass(frozen=True)
 class UnitKey:
     namespace: str
@@ -83,11 +99,13 @@ class Owner:
 class ClaimStore:
     """The claims table, over one master connection shared under a lock."""
 
-    def __init__(self, master: MySQLConfig, locks: LocksConfig, owner: Owner) -> None:
+    def __init__(self, master: MySQLConfig, locks: LocksConfig, owner: Owner, namespace: str) -> None:
         self.master = master
         self.locks = locks
         self.owner = owner
+        self.namespace = namespace
         self.table = f"{quote_ident(locks.schema)}.`claims`"
+        self.plans = f"{quote_ident(locks.schema)}.`plans`"
         self._conn = self._connect()
         self._lock = threading.Lock()
 
@@ -128,6 +146,7 @@ class ClaimStore:
     def ensure_table(self) -> None:
         self.execute(f"CREATE DATABASE IF NOT EXISTS {quote_ident(self.locks.schema)}")
         self.execute(_TABLE.format(table=self.table))
+        self.execute(_PLANS.format(table=self.plans))
 
     def release_leftovers(self) -> int:
         """Drop active claims an earlier process on this server left behind."""
@@ -140,7 +159,29 @@ class ClaimStore:
         return count
 
     def purge(self) -> None:
-        self.execute(f"DELETE FROM {self.table} WHERE ds < CURDATE() - INTERVAL {RETENTION_DAYS} DAY")
+        for table in (self.table, self.plans):
+            self.execute(f"DELETE FROM {table} WHERE ds < CURDATE() - INTERVAL {RETENTION_DAYS} DAY")
+
+    # -- plans -------------------------------------------------------------------
+
+    def shared_plan(self, db: str, table: str, date: dt.date, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The table's plan for ``date``: the stored one, else ``compute()``'s, stored first.
+
+        INSERT IGNORE makes the first writer win a race; everyone then uses
+        what is stored, including the loser of the race.
+        """
+        where = "namespace = %s AND db = %s AND tbl = %s AND ds = %s"
+        args = (self.namespace, db, table, date)
+        _, rows = self.execute(f"SELECT plan FROM {self.plans} WHERE {where}", args)
+        if not rows:
+            document = compute()
+            self.execute(
+                f"INSERT IGNORE INTO {self.plans} (namespace, db, tbl, ds, host, created_at, plan)"
+                " VALUES (%s, %s, %s, %s, %s, NOW(6), %s)",
+                (*args, self.owner.host, json.dumps(document)),
+            )
+            _, rows = self.execute(f"SELECT plan FROM {self.plans} WHERE {where}", args)
+        return json.loads(rows[0][0])
 
     # -- claiming --------------------------------------------------------------
 

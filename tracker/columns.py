@@ -62,6 +62,8 @@ class TableInfo:
     data_bytes: int  # the server's estimate; used for sizing, never trusted
     rows_estimate: int
     partitions: tuple[str, ...]
+    partition_bytes: tuple[int, ...] = ()  # estimates, like data_bytes
+    partition_rows: tuple[int, ...] = ()
 
 
 def find_table(conn: pymysql.Connection, db: str, table: str) -> TableInfo:
@@ -77,11 +79,14 @@ def find_table(conn: pymysql.Connection, db: str, table: str) -> TableInfo:
         raise TableNotFound(f"table {shown!r} does not exist")
     if row[0] not in ("BASE TABLE", "SYSTEM VERSIONED"):
         raise TableNotFound(f"{shown!r} is a {str(row[0]).lower()}, not a base table; nothing dumped")
+    # One row per partition, whatever its subpartitions: a unit reads a
+    # partition (``PARTITION (p)`` covers its subpartitions) exactly once.
     partitions = query_all(
         conn,
-        "SELECT PARTITION_NAME FROM information_schema.PARTITIONS"
+        "SELECT PARTITION_NAME, SUM(COALESCE(DATA_LENGTH, 0)), SUM(COALESCE(TABLE_ROWS, 0))"
+        " FROM information_schema.PARTITIONS"
         " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND PARTITION_NAME IS NOT NULL"
-        " ORDER BY PARTITION_ORDINAL_POSITION",
+        " GROUP BY PARTITION_NAME ORDER BY MIN(PARTITION_ORDINAL_POSITION)",
         (db, table),
     )
     return TableInfo(
@@ -91,6 +96,8 @@ def find_table(conn: pymysql.Connection, db: str, table: str) -> TableInfo:
         data_bytes=int(row[2]),
         rows_estimate=int(row[3]),
         partitions=tuple(str(p[0]) for p in partitions),
+        partition_bytes=tuple(int(p[1]) for p in partitions),
+        partition_rows=tuple(int(p[2]) for p in partitions),
     )
 
 

@@ -18,7 +18,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import pymysql
 
@@ -27,7 +27,8 @@ from tracker.columns import Column, TableInfo, find_table, select_list, show_cre
 from tracker.config import Config
 from tracker.db import ServerInfo, connect, error_text, kill_query, qualified, quote_ident, server_info
 from tracker.errors import ConfigError, NotAReplica, TrackerError
-from tracker.outfile import DumpQuery, select_statement
+from tracker.chunks import BadPlan, ChunkKey, KeyRange, find_key, split, wanted_ranges
+from tracker.outfile import SESSION_SETTINGS, DumpQuery, select_statement
 from tracker.pipeline import run_unit
 from tracker.replica import read_status
 from tracker.sinks import Store, open_store
@@ -41,21 +42,41 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Unit:
-    """One independently dumped and committed piece of a table."""
+    """One independently dumped and committed piece of a table.
+
+    A unit is the whole table, one partition, or one key range of either.
+    """
 
     db: str
     table: str
     index: int
     partition: str | None
     size_hint: int
+    range: KeyRange | None = None
+    key: ChunkKey | None = None
 
     @property
     def label(self) -> str:
         return f"{layout.encode_segment(self.db)}.{layout.encode_segment(self.table)}/part-{self.index:05d}"
 
     def from_clause(self) -> str:
-        base = qualified(self.db, self.table)
-        return f"{base} PARTITION ({quote_ident(self.partition)})" if self.partition else base
+        clause = qualified(self.db, self.table)
+        if self.partition:
+            clause += f" PARTITION ({quote_ident(self.partition)})"
+        if self.range is not None and self.key is not None:
+            clause += f" {self.key.hint()}"
+        return clause
+
+    def where(self) -> str:
+        if self.range is None or self.key is None:
+            return ""
+        return self.range.predicate(self.key)
+
+    def range_entry(self) -> dict[str, Any] | None:
+        """The manifest's ``range``: the key, the bounds and the exact predicate."""
+        if self.range is None or self.key is None:
+            return None
+        return {"index": self.key.index, **self.range.to_json(), "where": self.where()}
 
 
 @dataclass
@@ -79,22 +100,111 @@ class TableOutcome:
     units: list[dict[str, Any]] = field(default_factory=list)
 
 
-def plan_units(info: TableInfo) -> list[Unit]:
-    """One unit per partition; one for an unpartitioned table."""
-    if not info.partitions:
-        return [Unit(info.db, info.table, 0, None, info.data_bytes)]
-    share = info.data_bytes // len(info.partitions)
-    return [Unit(info.db, info.table, i, p, share) for i, p in enumerate(info.partitions)]
+class PlanBoard(Protocol):
+    """Where the hosts of a replica set agree on a table's units (the master)."""
+
+    def shared_plan(self, db: str, table: str, date: dt.date, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]: ...
 
 
-def plan_table(conn: pymysql.Connection, namespace: str, db: str, table: str, date: dt.date) -> TablePlan:
+PLAN_VERSION = 1
+
+
+def plan_document(conn: pymysql.Connection, info: TableInfo, chunk_mb: int) -> dict[str, Any]:
+    """A table's units as plain data: partitions, and key ranges of the large ones.
+
+    Plain data so that, in a replica set, the first host's plan can be
+    stored on the master and every other host dumps the same units: sizes
+    and row estimates differ between replicas, and so would their plans.
+    """
+    pieces = list(zip(info.partitions, info.partition_bytes, info.partition_rows)) or [
+        (None, info.data_bytes, info.rows_estimate)
+    ]
+    key = None
+    if any(wanted_ranges(size, chunk_mb) > 1 for _, size, _ in pieces):
+        key = find_key(conn, info.db, info.table)
+        if key is None:
+            log.info("event=no_chunk_key table=%s.%s", info.db, info.table)
+        else:
+            with conn.cursor() as cur:
+                cur.execute(SESSION_SETTINGS)  # boundaries printed in the dumps' time zone
+    units: list[dict[str, Any]] = []
+    for partition, size, rows in pieces:
+        source = qualified(info.db, info.table)
+        if partition is not None:
+            source += f" PARTITION ({quote_ident(partition)})"
+        parts = wanted_ranges(size, chunk_mb)
+        ranges = split(conn, source, key, parts, rows) if key is not None else []
+        for key_range in ranges or [None]:
+            units.append(
+                {
+                    "partition": partition,
+                    "bytes": size // max(1, len(ranges)),
+                    "range": key_range.to_json() if key_range else None,
+                }
+            )
+    used_key = key is not None and any(u["range"] for u in units)
+    return {
+        "version": PLAN_VERSION,
+        "key": {"index": key.index, "columns": key.names} if used_key and key else None,
+        "units": units,
+    }
+
+
+def units_from_plan(conn: pymysql.Connection, info: TableInfo, document: dict[str, Any]) -> list[Unit]:
+    """The units of a plan, checked against the table as this server has it."""
+    where = f"plan of {info.db}.{info.table}"
+    if document.get("version") != PLAN_VERSION:
+        raise BadPlan(f"{where}: unknown plan version {document.get('version')!r}")
+    key = None
+    if document.get("key"):
+        key = find_key(conn, info.db, info.table)
+        wanted = document["key"]
+        if key is None or key.index != wanted["index"] or key.names != list(wanted["columns"]):
+            raise BadPlan(f"{where}: planned on key {wanted['index']} {wanted['columns']}, which this server does not have")
+    units = []
+    for index, entry in enumerate(document["units"]):
+        partition = entry.get("partition")
+        if partition is not None and partition not in info.partitions:
+            raise BadPlan(f"{where}: partition {partition!r} does not exist here")
+        key_range = KeyRange.from_json(entry["range"]) if entry.get("range") else None
+        if key_range is not None and key is None:
+            raise BadPlan(f"{where}: a range without a key")
+        unit = Unit(info.db, info.table, index, partition, int(entry.get("bytes", 0)), key_range, key)
+        unit.where()  # renders every literal now: a bad value fails planning, not a dump
+        units.append(unit)
+    if not units:
+        raise BadPlan(f"{where}: no units")
+    return units
+
+
+def plan_table(
+    conn: pymysql.Connection,
+    namespace: str,
+    db: str,
+    table: str,
+    date: dt.date,
+    chunk_mb: int,
+    board: PlanBoard | None = None,
+) -> TablePlan:
+    """Everything needed to dump a table; its units agreed on ``board`` when given."""
     info = find_table(conn, db, table)
+
+    def compute() -> dict[str, Any]:
+        return plan_document(conn, info, chunk_mb)
+
+    document = board.shared_plan(db, table, date, compute) if board is not None else compute()
+    try:
+        units = units_from_plan(conn, info, document)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadPlan(f"plan of {db}.{table}: malformed ({type(exc).__name__}: {exc})") from None
+    if len(units) > 1:
+        log.info("event=table_planned table=%s.%s units=%d chunked=%s", db, table, len(units), bool(document.get("key")))
     return TablePlan(
         info=info,
         keys=layout.DatasetKeys(namespace, db, table, date),
         columns=table_columns(conn, db, table),
         schema=show_create_table(conn, db, table),
-        units=plan_units(info),
+        units=units,
     )
 
 
@@ -150,7 +260,9 @@ class UnitDumper:
             raise Cancelled("stopped by request")
         key = plan.keys.part(unit.index, self.config.compression)
         path = self._outfile_path()
-        statement = select_statement(unit.label, select_list(plan.columns), unit.from_clause(), conn.escape(str(path)))
+        statement = select_statement(
+            unit.label, select_list(plan.columns), unit.from_clause(), conn.escape(str(path)), unit.where()
+        )
         query = DumpQuery(conn, statement, self._kill_query)
         log.info("event=unit_start unit=%s source=%s", unit.label, self.source_kind)
         stats = run_unit(
@@ -183,6 +295,7 @@ class UnitDumper:
             source=self.server.label,
             seconds=stats.seconds,
             partition=unit.partition,
+            range=unit.range_entry(),
             position=position.to_json() if position else None,
         ).to_json()
 
@@ -314,7 +427,7 @@ class Dumper:
     def _plan(self, conn: pymysql.Connection, outcome: TableOutcome, date: dt.date, force: bool) -> TablePlan | None:
         db, table = outcome.db, outcome.table
         try:
-            plan = plan_table(conn, self.config.namespace, db, table, date)
+            plan = plan_table(conn, self.config.namespace, db, table, date, self.config.chunk_mb)
             if self.store.exists(plan.keys.success) and not force:
                 outcome.status = "skipped"
                 log.info("event=skip_complete table=%s.%s date=%s", db, table, date)

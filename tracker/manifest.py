@@ -42,6 +42,7 @@ class UnitEntry:
     source: str
     seconds: float
     partition: str | None = None
+    range: dict[str, Any] | None = None  # key range: index, columns, lower, upper, where
     position: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -59,6 +60,8 @@ class UnitEntry:
         }
         if self.partition is not None:
             entry["partition"] = self.partition
+        if self.range is not None:
+            entry["range"] = self.range
         return entry
 
 

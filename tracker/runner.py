@@ -33,7 +33,7 @@ from tracker.dumper import (
     open_local,
     plan_table,
 )
-from tracker.errors import ConfigError
+from tracker.errors import ConfigError, LeaseLost, TrackerError
 from tracker.kill import kill as kill_orphans_or_all
 from tracker.layout import DatasetKeys
 from tracker.replica import ReplicaStatus, read_status, wait_until_caught_up
@@ -126,15 +126,15 @@ class Runner:
             conn.close()
 
     def _run(self, conn, server, status, date, workers, dry_run) -> RunReport:
-        plans = self._plan(conn, date)
-        jobs = [_Job(plan, unit) for plan in plans for unit in plan.units]
-        if dry_run:  # changes nothing, anywhere
-            planned = [job.unit.label for job in jobs]
-            return RunReport(note=f"dry run: {len(jobs)} units in {len(plans)} tables", planned=planned)
+        if dry_run:  # changes nothing, anywhere: plans locally, without the master
+            plans, _failed = self._plan(conn, date, board=None)
+            planned = [unit.label for plan in plans for unit in plan.units]
+            return RunReport(note=f"dry run: {len(planned)} units in {len(plans)} tables", planned=planned)
         # No other run of ours is alive (we hold the lock): any dump query
         # whose process is gone is an orphan writing for nobody.
         kill_orphans(self.config)
-        claims = ClaimStore(master_config(self.config, status), self.config.locks, Owner(server.hostname, server.port))
+        owner = Owner(server.hostname, server.port)
+        claims = ClaimStore(master_config(self.config, status), self.config.locks, owner, self.config.namespace)
         try:
             claims.ensure_table()
             claims.release_leftovers()
@@ -142,38 +142,55 @@ class Runner:
             stale = self.store.clean_stale(f"{self.config.namespace}/", dt.timedelta(hours=self.config.stale_upload_hours))
             if stale:
                 log.warning("event=stale_uploads_cleaned count=%d", stale)
+            plans, failed = self._plan(conn, date, board=claims)
+            jobs = [_Job(plan, unit) for plan in plans for unit in plan.units]
             if not jobs:
+                if failed:
+                    return RunReport(status=1, note=f"{len(failed)} tables could not be planned", failed=failed)
                 return RunReport(note="nothing to dump: every wanted table is complete")
             units = UnitDumper(self.config, self.store, server, self.cancel)
             snapshot = take_snapshot(self.config.mysql, min(workers, len(jobs)), self.config.replication, replica=True)
             try:
                 with DdlWatch(self.config.mysql, snapshot, self.config.ddl_wait_seconds):
-                    return self._dump(jobs, units, snapshot, claims, date)
+                    return self._dump(jobs, units, snapshot, claims, date, failed)
             finally:
                 snapshot.close()
         finally:
             claims.close()
 
-    def _plan(self, conn: pymysql.Connection, date: dt.date) -> list[TablePlan]:
-        """Wanted tables not complete yet, priority tables first."""
+    def _plan(self, conn: pymysql.Connection, date: dt.date, board: ClaimStore | None) -> tuple[list[TablePlan], list[str]]:
+        """Wanted tables not complete yet, priority tables first; and those that failed planning.
+
+        A table that cannot be planned (dropped meanwhile, or altered so that
+        the plan stored on the master no longer fits) fails alone.
+        """
         tables = [
             (db, table)
             for db, table in list_tables(conn, (self.config.locks.schema,))
             if self.config.tables.wanted(db, table)
         ]
         tables.sort(key=lambda t: self.config.tables.rank(*t))
-        plans = []
+        plans, failed = [], []
         for db, table in tables:
             # Check the destination first: a fleet re-run finds most tables
             # complete, and planning costs several queries per table.
             if self.store.exists(DatasetKeys(self.config.namespace, db, table, date).success):
                 log.info("event=skip_complete table=%s.%s date=%s", db, table, date)
                 continue
-            plans.append(plan_table(conn, self.config.namespace, db, table, date))
-        return plans
+            try:
+                plans.append(plan_table(conn, self.config.namespace, db, table, date, self.config.chunk_mb, board))
+            except (TrackerError, pymysql.MySQLError) as exc:
+                if isinstance(exc, LeaseLost):
+                    raise  # the master is gone: nothing else can be claimed either
+                message = f"{db}.{table}: planning failed: {describe_failure(exc)}"
+                log.error("event=plan_failed table=%s.%s error=%s", db, table, describe_failure(exc))
+                failed.append(message)
+        return plans, failed
 
-    def _dump(self, jobs: list[_Job], units: UnitDumper, snapshot: Snapshot, claims: ClaimStore, date: dt.date) -> RunReport:
-        report = RunReport()
+    def _dump(
+        self, jobs: list[_Job], units: UnitDumper, snapshot: Snapshot, claims: ClaimStore, date: dt.date, failed: list[str]
+    ) -> RunReport:
+        report = RunReport(failed=list(failed))
 
         def work(conn: pymysql.Connection, job: _Job) -> str:
             snapshot.ensure_fresh(conn)

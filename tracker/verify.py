@@ -58,7 +58,7 @@ def claims_listing(config: Config, date: dt.date) -> list[tuple]:
         raise UsageError(f"{server.label} is not a replica and no master: is configured; cannot find the lock table")
     master = config.master if status is None else master_config(config, status)
     assert master is not None
-    claims = ClaimStore(master, config.locks, Owner(server.hostname, server.port))
+    claims = ClaimStore(master, config.locks, Owner(server.hostname, server.port), config.namespace)
     try:
         claims.ensure_table()
         return claims.listing(config.namespace, date)

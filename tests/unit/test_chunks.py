@@ -1,0 +1,103 @@
+"""Key ranges: cut points, predicates, and literals that cannot carry SQL."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tracker.chunks import BadPlan, ChunkKey, KeyColumn, KeyRange, integer_boundaries, ranges_from, wanted_ranges
+
+ID = KeyColumn("id", "bigint")
+NAME = KeyColumn("na`me", "varchar", "utf8mb4", "utf8mb4_general_ci")
+BLOB_KEY = KeyColumn("b", "varbinary")
+WHEN = KeyColumn("t", "datetime")
+
+
+@given(st.integers(-(2**63), 2**64), st.integers(0, 2**64), st.integers(1, 5000))
+def test_integer_cuts_split_the_span_evenly(low: int, width: int, parts: int) -> None:
+    high = low + width
+    cuts = integer_boundaries(low, high, parts)
+    if width + 1 < parts or parts == 1:
+        assert cuts == []
+        return
+    assert len(cuts) == parts - 1
+    bounds = [low, *cuts, high + 1]
+    sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+    assert min(sizes) >= 1  # strictly increasing, every range non-empty in key space
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_wanted_ranges() -> None:
+    mib = 1024 * 1024
+    assert wanted_ranges(10 * mib, 0) == 1  # chunking off
+    assert wanted_ranges(10 * mib, 10) == 1
+    assert wanted_ranges(10 * mib + 1, 10) == 2
+    assert wanted_ranges(1000 * mib, 100) == 10
+    assert wanted_ranges(0, 1) == 1
+
+
+def test_ranges_are_consecutive_and_open_at_both_ends() -> None:
+    ranges = ranges_from(["id"], [("10",), ("20",)])
+    assert [(r.lower, r.upper) for r in ranges] == [(None, ("10",)), (("10",), ("20",)), (("20",), None)]
+    assert ranges_from(["id"], []) == [KeyRange(("id",), None, None)]
+
+
+def test_single_column_predicate() -> None:
+    key = ChunkKey("PRIMARY", (ID,))
+    assert KeyRange(("id",), ("10",), ("20",)).predicate(key) == "`id` >= 10 AND `id` < 20"
+    assert KeyRange(("id",), None, ("-5",)).predicate(key) == "`id` < -5"
+    assert KeyRange(("id",), None, None).predicate(key) == "TRUE"
+
+
+def test_composite_predicate_is_lexicographic() -> None:
+    key = ChunkKey("PRIMARY", (ID, NAME))
+    predicate = KeyRange(("id", "na`me"), ("1", "61"), ("2", "")).predicate(key)
+    literal_a = "_utf8mb4 X'61' COLLATE utf8mb4_general_ci"
+    literal_empty = "_utf8mb4 X'' COLLATE utf8mb4_general_ci"
+    assert predicate == (
+        f"(`id` > 1 OR (`id` = 1 AND `na``me` >= {literal_a}))"
+        f" AND (`id` < 2 OR (`id` = 2 AND `na``me` < {literal_empty}))"
+    )
+
+
+def test_a_range_may_bound_only_a_prefix_of_the_key() -> None:
+    key = ChunkKey("PRIMARY", (ID, NAME))
+    assert KeyRange(("id",), ("7",), None).predicate(key) == "`id` >= 7"
+    with pytest.raises(BadPlan):
+        KeyRange(("na`me",), ("61",), None).predicate(key)
+
+
+def test_literals_by_type() -> None:
+    assert BLOB_KEY.literal("00FF") == "X'00FF'"
+    assert WHEN.literal("2026-11-01 00:00:00.000001") == "'2026-11-01 00:00:00.000001'"
+    assert KeyColumn("d", "decimal").literal("-12.50") == "-12.50"
+    assert KeyColumn("f", "double").literal("1.5e300") == "1.5e300"
+
+
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        (ID, "1 OR 1=1"),
+        (ID, "1.5"),
+        (NAME, "6'"),
+        (NAME, "616"),  # odd length: not hex of whole bytes
+        (NAME, "6g"),
+        (BLOB_KEY, "X'00'"),
+        (WHEN, "2026-11-01'; DROP TABLE t; --"),
+        (KeyColumn("d", "decimal"), "1e5; SELECT 1"),
+    ],
+)
+def test_hostile_values_are_refused(column: KeyColumn, value: str) -> None:
+    with pytest.raises(BadPlan):
+        column.literal(value)
+
+
+def test_hostile_collation_is_refused() -> None:
+    with pytest.raises(BadPlan):
+        KeyColumn("s", "varchar", "utf8mb4", "x; DROP TABLE t").literal("61")
+
+
+def test_range_json_round_trip() -> None:
+    r = KeyRange(("id", "na`me"), ("1", "61"), None)
+    assert KeyRange.from_json(r.to_json()) == r

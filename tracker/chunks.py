@@ -1,0 +1,280 @@
+"""Splitting a large table (or partition) into key ranges, one unit each.
+
+A table is only as fast as the one ``SELECT ... INTO OUTFILE`` that reads
+it; split into ranges of its clustered key, workers on this host and hosts
+across the replica set dump it in parallel.
+
+Correctness does not depend on where the boundaries fall, only on how the
+ranges are written: the first range has no lower bound, the last no upper
+bound, and every other range is ``lower <= key < upper`` with each upper
+bound the next range's lower bound, compared by the server in the key's
+own collation.  So every row of any snapshot falls in exactly one range,
+whatever was inserted since planning and whichever replica planned.  The
+boundaries only need to be in the key's order, which is why they are
+always read from the key's index:
+
+* an integer first key column is split arithmetically between its MIN and
+  MAX (two index dives), ranges on that column alone;
+* any other key (strings, dates, composite keys whose first column has few
+  values) is walked with ``ORDER BY key LIMIT 1 OFFSET step``: the server
+  reads the index but sends only one row per boundary, and the boundaries
+  come out in the collation's order by construction.
+
+Boundary values travel as data, never as SQL: numbers and temporal values
+as the server prints them, strings as the hex of their bytes.  Literals are
+rendered from the local table's column metadata after checking each value
+against its type, so a plan read from the master cannot inject SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pymysql
+
+from tracker.db import query_all, query_one, quote_ident
+from tracker.errors import TrackerError
+
+log = logging.getLogger(__name__)
+
+INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "bigint"})
+NUMBER_TYPES = INTEGER_TYPES | {"decimal", "float", "double"}
+TEMPORAL_TYPES = frozenset({"date", "datetime", "timestamp", "time", "year"})
+STRING_TYPES = frozenset({"char", "varchar"})
+BINARY_TYPES = frozenset({"binary", "varbinary"})
+# ENUM sorts by its index but compares to a string literal as a string, so a
+# range over it would not follow the index's order; it (and BIT, JSON, blobs)
+# makes a key unusable for chunking.
+SUPPORTED_TYPES = NUMBER_TYPES | TEMPORAL_TYPES | STRING_TYPES | BINARY_TYPES
+
+_VALUE_FORMS = {
+    "integer": re.compile(r"-?[0-9]+"),
+    "number": re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"),
+    "temporal": re.compile(r"-?[0-9][0-9:. -]*"),
+    "hex": re.compile(r"(?:[0-9A-F]{2})*"),
+}
+_NAME = re.compile(r"[A-Za-z0-9_]+")
+# A walk stops after this many boundaries per wanted range, in case the
+# row estimate it steps by is far too low; the last range stays open-ended.
+MAX_RANGES_FACTOR = 4
+
+
+class BadPlan(TrackerError):
+    """A stored plan does not fit the table as it is here."""
+
+
+@dataclass(frozen=True)
+class KeyColumn:
+    name: str
+    data_type: str
+    charset: str | None = None
+    collation: str | None = None
+
+    @property
+    def form(self) -> str:
+        if self.data_type in INTEGER_TYPES:
+            return "integer"
+        if self.data_type in NUMBER_TYPES:
+            return "number"
+        if self.data_type in TEMPORAL_TYPES:
+            return "temporal"
+        return "hex"
+
+    def fetch_expression(self) -> str:
+        """How a boundary value of this column is read: as text, or as hex."""
+        ident = quote_ident(self.name)
+        return f"HEX({ident})" if self.form == "hex" else f"CAST({ident} AS CHAR)"
+
+    def literal(self, value: str) -> str:
+        """The SQL literal of a boundary value, compared in the column's collation."""
+        if not isinstance(value, str) or not _VALUE_FORMS[self.form].fullmatch(value):
+            raise BadPlan(f"boundary value {value!r} is not a valid {self.data_type} for column {self.name!r}")
+        if self.form in ("integer", "number"):
+            return value
+        if self.form == "temporal":
+            return f"'{value}'"
+        if self.data_type in BINARY_TYPES:
+            return f"X'{value}'"
+        if not (self.charset and self.collation and _NAME.fullmatch(self.charset) and _NAME.fullmatch(self.collation)):
+            raise BadPlan(f"column {self.name!r} has no usable character set or collation")
+        return f"_{self.charset} X'{value}' COLLATE {self.collation}"
+
+
+@dataclass(frozen=True)
+class ChunkKey:
+    """The index ranges are taken on: the primary key, else InnoDB's clustered unique key."""
+
+    index: str
+    columns: tuple[KeyColumn, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def hint(self) -> str:
+        return f"FORCE INDEX ({quote_ident(self.index)})"
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """``lower <= (columns) < upper``; ``None`` is unbounded on that side.
+
+    ``columns`` is a prefix of the key's columns: an arithmetic split bounds
+    only the first column, a walk bounds them all.
+    """
+
+    columns: tuple[str, ...]
+    lower: tuple[str, ...] | None
+    upper: tuple[str, ...] | None
+
+    def predicate(self, key: ChunkKey) -> str:
+        """The WHERE condition, with literals rendered from the local key."""
+        by_name = {c.name: c for c in key.columns}
+        if list(self.columns) != key.names[: len(self.columns)] or not self.columns:
+            raise BadPlan(f"range columns {list(self.columns)} are not a prefix of key {key.index} {key.names}")
+        columns = [by_name[name] for name in self.columns]
+        parts = []
+        if self.lower is not None:
+            parts.append(_lexicographic(columns, self.lower, ">", ">="))
+        if self.upper is not None:
+            parts.append(_lexicographic(columns, self.upper, "<", "<"))
+        return " AND ".join(parts) or "TRUE"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "columns": list(self.columns),
+            "lower": None if self.lower is None else list(self.lower),
+            "upper": None if self.upper is None else list(self.upper),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "KeyRange":
+        def values(v: Any) -> tuple[str, ...] | None:
+            return None if v is None else tuple(str(x) for x in v)
+
+        return cls(tuple(str(c) for c in data["columns"]), values(data.get("lower")), values(data.get("upper")))
+
+
+def _lexicographic(columns: Sequence[KeyColumn], values: Sequence[str], strict: str, last: str) -> str:
+    """``(c1, c2, ...) <op> (v1, v2, ...)`` spelled out so the range optimizer uses the index."""
+    if len(values) != len(columns):
+        raise BadPlan(f"a boundary has {len(values)} values for {len(columns)} columns")
+    column, value = columns[0], values[0]
+    ident, literal = quote_ident(column.name), column.literal(value)
+    if len(columns) == 1:
+        return f"{ident} {last} {literal}"
+    rest = _lexicographic(columns[1:], values[1:], strict, last)
+    return f"({ident} {strict} {literal} OR ({ident} = {literal} AND {rest}))"
+
+
+# --- finding the key ------------------------------------------------------------
+
+
+def find_key(conn: pymysql.Connection, db: str, table: str) -> ChunkKey | None:
+    """The primary key, else the first unique key of NOT NULL columns; None if unusable.
+
+    Without a primary key InnoDB clusters rows on such a unique key, so a
+    range of it is still a contiguous read.  Prefix parts and column types
+    whose comparison does not follow the index order make a key unusable.
+    """
+    rows = query_all(
+        conn,
+        "SELECT s.INDEX_NAME, s.COLUMN_NAME, s.SUB_PART, c.DATA_TYPE, c.CHARACTER_SET_NAME,"
+        " c.COLLATION_NAME, c.IS_NULLABLE"
+        " FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c"
+        " ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME"
+        " WHERE s.TABLE_SCHEMA = %s AND s.TABLE_NAME = %s AND s.NON_UNIQUE = 0"
+        " ORDER BY s.INDEX_NAME <> 'PRIMARY', s.INDEX_NAME, s.SEQ_IN_INDEX",
+        (db, table),
+    )
+    indexes: dict[str, list[tuple]] = {}
+    for row in rows:
+        indexes.setdefault(str(row[0]), []).append(row)
+    for name, columns in indexes.items():
+        usable = all(
+            sub_part is None and str(data_type).lower() in SUPPORTED_TYPES and nullable == "NO"
+            for _, _, sub_part, data_type, _, _, nullable in columns
+        )
+        if usable:
+            return ChunkKey(
+                name,
+                tuple(
+                    KeyColumn(str(col), str(data_type).lower(), charset and str(charset), collation and str(collation))
+                    for _, col, _, data_type, charset, collation, _ in columns
+                ),
+            )
+    return None
+
+
+# --- splitting --------------------------------------------------------------------
+
+
+def wanted_ranges(estimated_bytes: int, chunk_mb: int) -> int:
+    """How many ranges a table (or partition) of this estimated size gets."""
+    if chunk_mb <= 0:
+        return 1
+    chunk = chunk_mb * 1024 * 1024
+    return max(1, -(-estimated_bytes // chunk)) if estimated_bytes > chunk else 1
+
+
+def integer_boundaries(low: int, high: int, parts: int) -> list[int]:
+    """``parts - 1`` increasing cut points splitting ``[low, high]`` evenly; [] if it cannot."""
+    span = high - low + 1
+    if parts <= 1 or span < parts:
+        return []
+    return [low + span * i // parts for i in range(1, parts)]
+
+
+def ranges_from(columns: Sequence[str], boundaries: Sequence[tuple[str, ...]]) -> list[KeyRange]:
+    """Consecutive ranges cut at ``boundaries``: open below the first, open above the last."""
+    cuts: list[tuple[str, ...] | None] = [None, *boundaries, None]
+    names = tuple(columns)
+    return [KeyRange(names, cuts[i], cuts[i + 1]) for i in range(len(cuts) - 1)]
+
+
+def split(
+    conn: pymysql.Connection,
+    source: str,
+    key: ChunkKey,
+    parts: int,
+    rows_estimate: int,
+) -> list[KeyRange]:
+    """Ranges of ``source`` (a table, or ``table PARTITION (p)``) on ``key``.
+
+    ``conn`` must use the dump sessions' time zone (UTC): a TIMESTAMP
+    boundary is printed, and later compared, in the session's time zone.
+    """
+    if parts <= 1:
+        return []
+    first = key.columns[0]
+    if first.data_type in INTEGER_TYPES:
+        ident = quote_ident(first.name)
+        row = query_one(conn, f"SELECT MIN({ident}), MAX({ident}) FROM {source} {key.hint()}")
+        if row is None or row[0] is None:
+            return []  # empty: one unit
+        cuts = integer_boundaries(int(row[0]), int(row[1]), parts)
+        if cuts:
+            return ranges_from([first.name], [(str(c),) for c in cuts])
+    return ranges_from(key.names, walk(conn, source, key, parts, rows_estimate))
+
+
+def walk(conn: pymysql.Connection, source: str, key: ChunkKey, parts: int, rows_estimate: int) -> list[tuple[str, ...]]:
+    """Boundaries every ``rows_estimate / parts`` rows along the key's index."""
+    step = max(1, rows_estimate // parts)
+    fetch = ", ".join(c.fetch_expression() for c in key.columns)
+    order = ", ".join(quote_ident(c.name) for c in key.columns)
+    boundaries: list[tuple[str, ...]] = []
+    while len(boundaries) < parts * MAX_RANGES_FACTOR:
+        where = ""
+        if boundaries:
+            where = "WHERE " + KeyRange(tuple(key.names), boundaries[-1], None).predicate(key)
+        row = query_one(
+            conn, f"SELECT {fetch} FROM {source} {key.hint()} {where} ORDER BY {order} LIMIT 1 OFFSET {step}"
+        )
+        if row is None:
+            break
+        boundaries.append(tuple(str(v) for v in row))
+    return boundaries
