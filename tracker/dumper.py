@@ -10,6 +10,7 @@ finished one a complete set.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -18,7 +19,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import pymysql
 
@@ -29,7 +30,9 @@ from tracker.db import ServerInfo, connect, error_text, kill_query, qualified, q
 from tracker.errors import ConfigError, NotAReplica, TrackerError
 from tracker.chunks import BadPlan, ChunkKey, KeyRange, find_key, split, wanted_ranges
 from tracker.outfile import SESSION_SETTINGS, DumpQuery, select_statement
+from tracker.pacing import Pacer, open_pacing
 from tracker.pipeline import run_unit
+from tracker.progress import ProgressBar, combine
 from tracker.replica import read_status
 from tracker.sinks import Store, open_store
 from tracker.ddl import DdlWatch
@@ -242,6 +245,9 @@ class UnitDumper:
         self.cancel = cancel
         self.source_kind = choose_source(config, server)
         self._seq = itertools.count()
+        # Set by whoever runs the units (dump, run) for the span of the work.
+        self.pacer = Pacer.none()
+        self.progress: ProgressBar | None = None
 
     def dump(
         self,
@@ -258,6 +264,7 @@ class UnitDumper:
         cancel = cancel or self.cancel
         if cancel.is_set():
             raise Cancelled("stopped by request")
+        self.pacer.before_unit(cancel)
         key = plan.keys.part(unit.index, self.config.compression)
         path = self._outfile_path()
         statement = select_statement(
@@ -274,7 +281,10 @@ class UnitDumper:
             size_hint=unit.size_hint,
             checks=checks,
             label=unit.label,
+            meter=combine(self.progress.meter() if self.progress else None, self.pacer.meter(cancel)),
         )
+        if self.progress:
+            self.progress.unit_done()
         log.info(
             "event=unit_done unit=%s rows=%d bytes=%d raw_bytes=%d secs=%.2f mb_per_sec=%.1f",
             unit.label,
@@ -298,6 +308,17 @@ class UnitDumper:
             range=unit.range_entry(),
             position=position.to_json() if position else None,
         ).to_json()
+
+    @contextlib.contextmanager
+    def paced(self, units: Sequence[Unit], replica: bool) -> Iterator[None]:
+        """Load control and, on a terminal, a progress bar, while ``units`` are dumped."""
+        total = sum(u.size_hint for u in units)
+        with open_pacing(self.config, self.source_kind, replica) as pacer, ProgressBar(len(units), total) as bar:
+            self.pacer, self.progress = pacer, bar
+            try:
+                yield
+            finally:
+                self.pacer, self.progress = Pacer.none(), None
 
     def _source(self, query: DumpQuery, path: Path, cancel: threading.Event) -> Source:
         if self.source_kind == "fifo":
@@ -384,7 +405,9 @@ class Dumper:
             workers = min(self.config.workers, len(jobs))
             snapshot = take_snapshot(self.config.mysql, workers, self.config.replication, replica=replica)
             try:
-                with DdlWatch(self.config.mysql, snapshot, self.config.ddl_wait_seconds):
+                with DdlWatch(self.config.mysql, snapshot, self.config.ddl_wait_seconds), units.paced(
+                    [unit for _plan, _outcome, unit in jobs], replica
+                ):
                     results = run_parallel(
                         snapshot.connections,
                         jobs,

@@ -151,7 +151,9 @@ class Runner:
             units = UnitDumper(self.config, self.store, server, self.cancel)
             snapshot = take_snapshot(self.config.mysql, min(workers, len(jobs)), self.config.replication, replica=True)
             try:
-                with DdlWatch(self.config.mysql, snapshot, self.config.ddl_wait_seconds):
+                with DdlWatch(self.config.mysql, snapshot, self.config.ddl_wait_seconds), units.paced(
+                    [job.unit for job in jobs], replica=True
+                ):
                     return self._dump(jobs, units, snapshot, claims, date, failed)
             finally:
                 snapshot.close()
@@ -196,6 +198,9 @@ class Runner:
             snapshot.ensure_fresh(conn)
             key = UnitKey(self.config.namespace, job.plan.info.db, job.plan.info.table, date, job.unit.index)
             unit_cancel = StopScope(self.cancel)
+            # Pause before claiming: while this replica lags or is over its
+            # rate, the unit stays free for a host that can take it now.
+            units.pacer.before_unit(unit_cancel)
             lease = claims.try_claim(key, len(job.plan.units), unit_cancel.set)
             if lease is None:
                 return "skipped"

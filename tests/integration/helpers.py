@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -143,8 +143,13 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
-def restore(server: MariaDB, db: str, schema_sql: str, manifest: dict, parts: list[bytes]) -> None:
-    """Create the table from ``schema.sql`` in ``db`` and load decompressed parts."""
+def restore(
+    server: MariaDB, db: str, schema_sql: str, manifest: dict, parts: Iterable[bytes], log_bin: bool = True
+) -> None:
+    """Create the table from ``schema.sql`` in ``db`` and load decompressed parts.
+
+    ``log_bin=False`` keeps a large restore on a master out of its binlog.
+    """
     from tracker.columns import load_data_sql
     from tracker.db import quote_ident
 
@@ -152,6 +157,8 @@ def restore(server: MariaDB, db: str, schema_sql: str, manifest: dict, parts: li
     try:
         with conn.cursor() as cur:
             cur.execute("SET SESSION time_zone = '+00:00', sql_mode = ''")
+            if not log_bin:
+                cur.execute("SET SESSION sql_log_bin = 0")
             cur.execute(schema_sql)
             table_sql = quote_ident(manifest["table"])
             for data in parts:

@@ -1,0 +1,152 @@
+"""The biggest tables: a gigabyte in ten key ranges across two replicas; load control.
+
+The gigabyte table is generated on each replica with the binlog off, from
+the same deterministic expression, so both replicas hold the same rows
+without replicating a gigabyte (which would cost minutes on two cores).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import lz4.frame
+
+from sandbox import MariaDB
+from tests.integration.helpers import checksum, drop_unreplicated, restore, run_tracker, write_config
+from tests.integration.test_run import DATE, dataset_dir, run_config, source_port, spawn
+from tracker.db import qualified
+
+GB_ROWS = 1_000_000  # ~1.02 GB of OUTFILE text: 992 binary bytes a row, NULs and backslashes escaped
+MIB = 1024 * 1024
+
+
+def create_same_table(servers: list[MariaDB], db: str, rows: int) -> None:
+    """The same table on every server, written with the binlog off (in parallel)."""
+
+    def create(server: MariaDB) -> None:
+        conn = server.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET SESSION sql_log_bin = 0")
+                cur.execute(f"CREATE DATABASE {db}")
+                cur.execute(f"CREATE TABLE {db}.big (id INT PRIMARY KEY, b VARBINARY(1000) NOT NULL)")
+                cur.execute(
+                    f"INSERT INTO {db}.big SELECT seq, REPEAT(UNHEX(SHA2(seq, 256)), 31) FROM {db}.seq_1_to_{rows}"
+                )
+                cur.execute(f"ANALYZE TABLE {db}.big")
+                cur.fetchall()
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=create, args=(s,)) for s in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for server in servers:
+        assert server.sql(f"SELECT COUNT(*) FROM {db}.big")[0][0] == rows, f"table not made on {server.port}"
+
+
+def test_gigabyte_table_in_ten_ranges_on_two_replicas(master, replica, replica2, tmp_path) -> None:
+    db = f"gb_{uuid.uuid4().hex[:8]}"
+    servers = [replica, replica2]
+    try:
+        create_same_table(servers, db, GB_ROWS)
+        size = replica.sql(f"SELECT DATA_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}'")[0][0]
+        chunk_mb = max(1, size // MIB // 10)  # a tenth of the table
+        dest = tmp_path / "dest"
+        procs = [
+            spawn(tmp_path, run_config(tmp_path, s, dest, db, workers=1, chunk_mb=chunk_mb), "run", "--date", DATE)
+            for s in servers
+        ]
+        try:
+            for proc in procs:
+                proc.wait(timeout=600)
+        finally:
+            for proc in procs:
+                proc.kill()
+        for proc in procs:
+            assert proc.proc.returncode == 0, proc.output()
+
+        directory = dataset_dir(dest, db, db, "big")
+        manifest = json.loads((directory / "manifest.json").read_text())
+        units = manifest["units"]
+        assert 9 <= len(units) <= 12, f"{len(units)} units for chunk_mb={chunk_mb} of {size} bytes"
+        assert manifest["rows"] == GB_ROWS and manifest["raw_bytes"] >= 10**9
+        assert {source_port(u) for u in units} == {replica.port, replica2.port}, "both replicas take units"
+        assert all(u["range"]["columns"] == ["id"] for u in units)
+
+        restored = f"{db}_restored"
+        conn = master.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET SESSION sql_log_bin = 0")
+                cur.execute(f"CREATE DATABASE {restored}")
+        finally:
+            conn.close()
+        parts = (lz4.frame.decompress((dest / u["key"]).read_bytes()) for u in units)
+        restore(master, restored, (directory / "schema.sql").read_text(), manifest, parts, log_bin=False)
+        assert checksum(master, restored, "big") == checksum(replica, db, "big") == checksum(replica2, db, "big")
+    finally:
+        for server in servers:
+            drop_unreplicated(server, db)
+        drop_unreplicated(master, f"{db}_restored")
+
+
+def make_rows(master: MariaDB, db: str, table: str, rows: int, replica_set) -> None:
+    master.sql(f"CREATE TABLE {qualified(db, table)} (id INT PRIMARY KEY, b VARBINARY(1000) NOT NULL)")
+    master.sql(f"INSERT INTO {qualified(db, table)} SELECT seq, RANDOM_BYTES(1000) FROM {db}.seq_1_to_{rows}")
+    master.sql(f"ANALYZE TABLE {qualified(db, table)}")
+    replica_set.sync()
+
+
+def timed_dump(config: Path, table: str) -> float:
+    started = time.monotonic()
+    result = run_tracker(config, "dump", table, "--date", DATE, "--force", timeout=120)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    return time.monotonic() - started
+
+
+def test_rate_limit_holds_on_average(master, replica, replica_set, fresh_db, tmp_path) -> None:
+    """With ``follow`` the server writes a unit at its own speed; the limit is kept between units."""
+    make_rows(master, fresh_db, "t", 16000, replica_set)  # ~16 MB
+    dest = f"file://{tmp_path / 'dest'}"
+    free = timed_dump(write_config(tmp_path, replica, dest, chunk_mb=1, workers=2), f"{fresh_db}.t")
+    limited = timed_dump(write_config(tmp_path, replica, dest, chunk_mb=1, workers=2, max_mb_per_second=4), f"{fresh_db}.t")
+    manifest = json.loads((tmp_path / "dest" / "main" / fresh_db / "t" / f"dt={DATE}" / "manifest.json").read_text())
+    moved = manifest["raw_bytes"] / 1e6
+    biggest = max(u["raw_bytes"] for u in manifest["units"]) / 1e6
+    # Everything but a one-second burst and each worker's last unit (whose
+    # debt is never paid) is paced at 4 MB/s.
+    floor = (moved - 4 - 2 * biggest) / 4
+    assert len(manifest["units"]) >= 8
+    assert limited >= floor > 1.5, f"limited run took {limited:.1f} s for {moved:.1f} MB (floor {floor:.1f} s)"
+    assert limited > free + 1.0, f"limit changed nothing: {free:.1f} s free, {limited:.1f} s limited"
+
+
+def test_run_pauses_while_the_replica_lags(master, replica, replica_set, fresh_db, tmp_path) -> None:
+    master.sql(f"CREATE TABLE `{fresh_db}`.heartbeat (id INT PRIMARY KEY, ts DATETIME(6) NOT NULL)")
+    master.sql(f"INSERT INTO `{fresh_db}`.heartbeat VALUES (1, UTC_TIMESTAMP(6) - INTERVAL 600 SECOND)")
+    make_rows(master, fresh_db, "t", 100, replica_set)
+    dest = tmp_path / "dest"
+    config = run_config(
+        tmp_path, replica, dest, fresh_db,
+        tables={"include": [f"{fresh_db}\\.t"]},
+        replication={"heartbeat_table": f"{fresh_db}.heartbeat", "max_lag_seconds": 60, "poll_seconds": 1},
+    )
+    proc = spawn(tmp_path, config, "run", "--date", DATE)
+    try:
+        time.sleep(4)
+        assert proc.proc.poll() is None, f"run ended while the replica lagged 600 s: {proc.output()}"
+        assert not (dataset_dir(dest, fresh_db, fresh_db, "t") / "_SUCCESS").exists()
+        master.sql(f"UPDATE `{fresh_db}`.heartbeat SET ts = UTC_TIMESTAMP(6) WHERE id = 1")
+        assert proc.wait(timeout=60) == 0, proc.output()
+    finally:
+        proc.kill()
+    assert (dataset_dir(dest, fresh_db, fresh_db, "t") / "_SUCCESS").exists()
+    log = proc.output()
+    assert "event=lag_pause" in log and "event=lag_resume" in log, log
