@@ -14,6 +14,15 @@ table is the limit tracker is measured against:
 plus tracker's peak RSS and the peak bytes held in ``outfile_dir`` (the
 follow source unlinks the file and punches holes behind its reader).
 
+The same table is also dumped chunked: ``chunk_mb`` about a tenth of the
+table (so ~10 primary-key ranges) with ``workers: 2`` (target: at most 0.75x
+the one-unit time), and, if Debian's ``mydumper`` is installed, by mydumper
+with as many threads, chunked by ``--rows`` into ~10 ranges, its files then
+compressed with lz4 and uploaded to the same moto S3 by
+``scripts/bench_mydumper.py`` (target: tracker to S3 faster than that).  The
+units a chunked run produced are counted from its manifest, so a run that
+was not chunked shows as such.
+
 Everything runs on a local sandbox: a MariaDB master and one replica
 (``sandbox.start_replica_set``) and a moto S3 server.  The table
 ``bench.blobs`` is generated on the replica only (binlog off for the session)
@@ -25,7 +34,9 @@ kept and all are reported.  "GB" is 1e9 bytes of the bare OUTFILE's size.
 Targets are printed as PASS/FAIL, never asserted: the script exits 0 when a
 target is missed, and non-zero only when the bench itself could not run.
 
-    python3 scripts/bench.py [--mb 1000] [--runs 2] [--json PATH] [--keep]
+    python3 scripts/bench.py [--mb 1000] [--runs 2] [--json PATH] [--keep] [--skip-mydumper]
+
+A quick check: ``--mb 200 --runs 1``.
 """
 
 from __future__ import annotations
@@ -49,12 +60,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+SCRIPTS = Path(__file__).resolve().parent
+REPO = SCRIPTS.parent
+for _path in (REPO, SCRIPTS):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from sandbox import MariaDB, MotoServer, ReplicaSet, start_replica_set  # noqa: E402
+import bench_mydumper  # noqa: E402
+from sandbox import TRACKER_PASSWORD, TRACKER_USER, MariaDB, MotoServer, ReplicaSet, start_replica_set  # noqa: E402
 from tests.integration.helpers import Sampler, outfile_bytes_on_disk, peak_rss, write_config  # noqa: E402
+from tracker.layout import DatasetKeys  # noqa: E402
 
 log = logging.getLogger("bench")
 _RUN_NUMBER = itertools.count()
@@ -72,6 +87,22 @@ QUIESCE_IO_CAPACITY = 20_000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_WALL_RATIO = 1.15
 TARGET_CPU_RATIO = 0.5
+TARGET_CHUNKED_RATIO = 0.75  # chunked, 2 workers, against one unit
+CHUNKS = 10  # wanted units (tracker) and chunks (mydumper) of the table
+PARALLEL = 2  # tracker's workers and mydumper's threads (and lz4 + upload threads)
+NAMESPACE = "main"  # write_config's
+S3_PREFIX = "bench"
+
+# The tracker runs, by label; a chunked run is compared with the one-unit run to the same destination.
+FILE, S3, FILE_CHUNKED, S3_CHUNKED = "file://", "s3://", "file:// chunked", "s3:// chunked"
+ONE_UNIT_OF = {FILE_CHUNKED: FILE, S3_CHUNKED: S3}
+NAMES = {
+    FILE: "tracker -> file://:",
+    S3: "tracker -> s3 (moto):",
+    FILE_CHUNKED: "chunked -> file://:",
+    S3_CHUNKED: "chunked -> s3 (moto):",
+}
+INDENT = " " * 23
 
 
 # --- results -------------------------------------------------------------------
@@ -97,6 +128,7 @@ class TableFacts:
     rows: int
     data_bytes: int  # SUM of column lengths, as generated
     outfile_bytes: int  # size of the bare OUTFILE
+    server_bytes: int  # the server's DATA_LENGTH, after ANALYZE TABLE
 
 
 @dataclass
@@ -118,9 +150,33 @@ class TrackerRun:
     moto_cpu_s: float | None = None  # the moto server's CPU, for s3:// runs
     server_file_from_s: float | None = None  # the server held its OUTFILE open from ...
     server_file_to_s: float | None = None  # ... to, in seconds after tracker started
-    unit_secs: float | None = None  # tracker's own log: the unit's pipeline time
-    raw_bytes: int | None = None  # tracker's own log: bytes after NUL un-escape
-    stored_bytes: int | None = None  # tracker's own log: bytes after compression
+    unit_secs: float | None = None  # tracker's own log: the longest unit's pipeline time
+    unit_secs_sum: float | None = None  # tracker's own log: all units' pipeline times added up
+    raw_bytes: int | None = None  # tracker's own log: bytes after NUL un-escape, all units
+    stored_bytes: int | None = None  # tracker's own log: bytes after compression, all units
+    units_logged: int = 0  # ``event=unit_done`` lines in tracker's log
+    units: int | None = None  # units in the dataset's manifest.json (None: not read)
+
+
+@dataclass
+class MydumperRun:
+    """mydumper to a local directory, then its files through lz4 to S3; ``wall_s`` is both."""
+
+    wall_s: float
+    dump_s: float  # mydumper alone
+    upload_s: float  # lz4 + upload alone
+    mydumper_cpu_s: float
+    upload_cpu_s: float
+    server_cpu_s: float  # during mydumper
+    server_cpu_upload_s: float  # during lz4 + upload (should be ~0)
+    moto_cpu_s: float  # during lz4 + upload
+    harness_cpu_s: float
+    mydumper_peak_rss_bytes: int
+    upload_peak_rss_bytes: int
+    chunks: int  # mydumper's data files of the table
+    files: int  # every file uploaded (data, schema, metadata)
+    dump_bytes: int  # what mydumper wrote
+    stored_bytes: int  # what landed in S3 (lz4)
 
 
 @dataclass
@@ -135,11 +191,25 @@ class Series:
 
 
 @dataclass
+class Settings:
+    """How the chunked and mydumper runs were set up, derived from the table."""
+
+    chunk_mb: int  # tracker's chunk_mb for the chunked runs
+    workers: int  # tracker's workers for the chunked runs
+    rows_per_chunk: int  # mydumper --rows
+    threads: int  # mydumper --threads, and lz4 + upload threads
+    mydumper: str | None = None  # its version line, when it ran
+    mydumper_skipped: str | None = None  # why it did not run
+
+
+@dataclass
 class Results:
     machine: Machine
     table: TableFacts
     bare: Series
     tracker: dict[str, Series]  # label -> runs
+    settings: Settings
+    mydumper: Series | None = None
 
 
 # --- measuring helpers -----------------------------------------------------------
@@ -326,6 +396,25 @@ def warm(replica: MariaDB) -> tuple[int, int]:
     return int(rows), int(data_bytes)
 
 
+def server_table_bytes(replica: MariaDB) -> int:
+    """The table's size as the server reports it (``DATA_LENGTH``), what tracker sizes units by."""
+    replica.sql(f"ANALYZE TABLE {DB}.{TABLE}")  # fresh statistics after the bulk load
+    (data_length,) = replica.sql(
+        "SELECT DATA_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (DB, TABLE)
+    )[0]
+    return int(data_length)
+
+
+def settings_for(table_bytes: int, rows: int) -> Settings:
+    """``chunk_mb`` and ``--rows`` that cut the table into about ``CHUNKS`` pieces."""
+    return Settings(
+        chunk_mb=max(1, round(table_bytes / CHUNKS / 2**20)),  # tracker's MB: MiB, as for part_size_mb
+        workers=PARALLEL,
+        rows_per_chunk=max(1, -(-rows // CHUNKS)),
+        threads=PARALLEL,
+    )
+
+
 def check_buffer_pool(replica: MariaDB) -> None:
     """Warn if the table could not all fit in the buffer pool (runs would read disk)."""
     status = dict(replica.sql("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_%'"))
@@ -359,61 +448,187 @@ def bare_outfile(replica: MariaDB, index: int) -> BareRun:
     return run
 
 
-_UNIT_DONE = re.compile(r"event=unit_done .*?rows=\d+ bytes=(\d+) raw_bytes=(\d+) secs=([\d.]+)")
+@dataclass
+class Metered:
+    """One subprocess's exit status, output, wall time, CPU and peak RSS, and the servers' CPU meanwhile."""
+
+    code: int
+    output: str  # stdout and stderr together
+    wall_s: float
+    cpu_s: float
+    server_cpu_s: float
+    moto_cpu_s: float | None
+    harness_cpu_s: float
+    peak_rss_bytes: int
 
 
-def _read_unit_log(run: TrackerRun, stderr: str) -> None:
-    """Copy the figures of tracker's own ``event=unit_done`` log line, if present."""
-    if match := _UNIT_DONE.search(stderr):
-        run.stored_bytes, run.raw_bytes, run.unit_secs = int(match[1]), int(match[2]), float(match[3])
-
-
-def run_tracker(
-    label: str, config: Path, replica: MariaDB, env: dict[str, str] | None, moto: MotoServer | None
-) -> TrackerRun:
-    """One ``tracker dump`` subprocess with every meter running around it."""
-    # A new date every run, as in the nightly job: nothing to replace, so no
-    # deletion of the previous run's dataset is timed.
-    date = (dt.date.fromisoformat(DATE) - dt.timedelta(days=next(_RUN_NUMBER))).isoformat()
-    argv = [sys.executable, "-m", "tracker", "--config", str(config), "dump", f"{DB}.{TABLE}", "--date", date]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+def _metered(argv: list[str], env: dict[str, str] | None, replica: MariaDB, moto: MotoServer | None) -> Metered:
+    """Run ``argv`` to its end with the CPU and RSS meters around it."""
+    with tempfile.TemporaryFile() as out:
         children0, self0 = children_cpu_seconds(), self_cpu_seconds()
         server0 = process_cpu_seconds(replica.pid)
         moto0 = process_cpu_seconds(moto.pid) if moto else 0.0
         t0 = time.perf_counter()
-        # Only the server's descriptors: scanning every process every 20 ms
-        # cost a quarter of a core and slowed the server being measured.
-        with Sampler(lambda: outfile_bytes_on_disk(replica, [replica.pid])) as disk, OpenFileWatcher(
-            replica.pid, replica.outfile_dir, t0
-        ) as server_file:
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-            with RssWatcher(proc.pid) as rss:
-                code = proc.wait()
-            wall = time.perf_counter() - t0
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        with RssWatcher(proc.pid) as rss:
+            code = proc.wait()
+        wall = time.perf_counter() - t0
         server_cpu = process_cpu_seconds(replica.pid) - server0
         moto_cpu = process_cpu_seconds(moto.pid) - moto0 if moto else None
-        tracker_cpu = children_cpu_seconds() - children0
-        harness_cpu = self_cpu_seconds() - self0
-        err.seek(0)
-        stderr = err.read().decode(errors="replace")
-    if code != 0:
-        raise BenchError(f"tracker -> {label} exited {code}; stderr:\n{stderr}")
+        cpu, harness_cpu = children_cpu_seconds() - children0, self_cpu_seconds() - self0
+        out.seek(0)
+        output = out.read().decode(errors="replace")
+    return Metered(code, output, wall, cpu, server_cpu, moto_cpu, harness_cpu, rss.peak)
+
+
+_UNIT_DONE = re.compile(r"event=unit_done .*?rows=\d+ bytes=(\d+) raw_bytes=(\d+) secs=([\d.]+)")
+
+
+def _read_unit_log(run: TrackerRun, stderr: str) -> None:
+    """Copy the figures of tracker's own ``event=unit_done`` log lines, if present."""
+    matches = _UNIT_DONE.findall(stderr)
+    run.units_logged = len(matches)
+    if matches:
+        run.stored_bytes = sum(int(m[0]) for m in matches)
+        run.raw_bytes = sum(int(m[1]) for m in matches)
+        run.unit_secs = max(float(m[2]) for m in matches)
+        run.unit_secs_sum = sum(float(m[2]) for m in matches)
+
+
+@dataclass
+class TrackerSetup:
+    """One way of running ``tracker dump``: its config, environment and where its manifest lands."""
+
+    label: str
+    config: Path
+    env: dict[str, str] | None
+    moto: MotoServer | None  # the S3 server, for s3:// destinations
+    read_manifest: Callable[[str], bytes]  # key relative to the destination -> the object
+    clean: Callable[[], None]  # removes what the run wrote (untimed), so runs do not pile up
+
+    def units(self, date: str) -> int | None:
+        """Units in the manifest of ``date``'s dataset, or None (logged) when it cannot be read."""
+        key = DatasetKeys(NAMESPACE, DB, TABLE, dt.date.fromisoformat(date)).manifest
+        try:
+            return len(json.loads(self.read_manifest(key))["units"])
+        except Exception as exc:  # a missing manifest is reported, not fatal
+            log.warning("tracker -> %s: cannot read %s: %s", self.label, key, exc)
+            return None
+
+
+def file_setup(label: str, config: Path, dest: Path) -> TrackerSetup:
+    return TrackerSetup(
+        label, config, None, None, lambda key: (dest / key).read_bytes(), lambda: shutil.rmtree(dest / NAMESPACE)
+    )
+
+
+def s3_setup(label: str, config: Path, moto: MotoServer) -> TrackerSetup:
+    client = moto.client()
+
+    def read(key: str) -> bytes:
+        return client.get_object(Bucket=BUCKET, Key=f"{S3_PREFIX}/{key}")["Body"].read()
+
+    return TrackerSetup(label, config, moto.subprocess_env(), moto, read, lambda: empty_bucket(moto))
+
+
+def empty_bucket(moto: MotoServer) -> None:
+    """Delete every object, so moto (which keeps them in memory) does not grow run after run."""
+    client = moto.client()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys})
+
+
+def run_tracker(setup: TrackerSetup, replica: MariaDB) -> TrackerRun:
+    """One ``tracker dump`` subprocess with every meter running around it."""
+    label, moto = setup.label, setup.moto
+    # A new date every run, as in the nightly job: nothing to replace, so no
+    # deletion of the previous run's dataset is timed.
+    date = (dt.date.fromisoformat(DATE) - dt.timedelta(days=next(_RUN_NUMBER))).isoformat()
+    argv = [sys.executable, "-m", "tracker", "--config", str(setup.config), "dump", f"{DB}.{TABLE}", "--date", date]
+    t0 = time.perf_counter()
+    # Only the server's descriptors: scanning every process every 20 ms
+    # cost a quarter of a core and slowed the server being measured.
+    with Sampler(lambda: outfile_bytes_on_disk(replica, [replica.pid])) as disk, OpenFileWatcher(
+        replica.pid, replica.outfile_dir, t0
+    ) as server_file:
+        metered = _metered(argv, setup.env, replica, moto)
+    if metered.code != 0:
+        raise BenchError(f"tracker -> {label} exited {metered.code}; output:\n{metered.output}")
     run = TrackerRun(
         destination=label,
-        wall_s=wall,
-        tracker_cpu_s=tracker_cpu,
-        server_cpu_s=server_cpu,
-        peak_rss_bytes=rss.peak,
+        wall_s=metered.wall_s,
+        tracker_cpu_s=metered.cpu_s,
+        server_cpu_s=metered.server_cpu_s,
+        peak_rss_bytes=metered.peak_rss_bytes,
         peak_outfile_dir_bytes=disk.peak,
-        harness_cpu_s=harness_cpu,
-        moto_cpu_s=moto_cpu,
+        harness_cpu_s=metered.harness_cpu_s,  # includes the samplers around it
+        moto_cpu_s=metered.moto_cpu_s,
         server_file_from_s=server_file.first,
         server_file_to_s=server_file.last,
     )
-    _read_unit_log(run, stderr)
+    _read_unit_log(run, metered.output)
+    run.units = setup.units(date)
+    setup.clean()
     log.info(
-        "tracker -> %s: %.2fs wall, tracker CPU %.2fs, server CPU %.2fs, RSS %.0f MB, outfile_dir %.1f MB",
-        label, wall, tracker_cpu, server_cpu, rss.peak / 1e6, disk.peak / 1e6,
+        "tracker -> %s: %.2fs wall, %s units, tracker CPU %.2fs, server CPU %.2fs, RSS %.0f MB, outfile_dir %.1f MB",
+        label, run.wall_s, run.units, run.tracker_cpu_s, run.server_cpu_s, run.peak_rss_bytes / 1e6,
+        run.peak_outfile_dir_bytes / 1e6,
+    )
+    return run
+
+
+def run_mydumper(
+    options: bench_mydumper.MydumperOptions, replica: MariaDB, moto: MotoServer, work: Path, index: int
+) -> MydumperRun:
+    """mydumper into a directory under ``work``, then lz4 + upload of its files, each metered."""
+    outputdir = work / f"mydumper-{index}"
+    defaults = bench_mydumper.write_defaults_file(work, options)
+    try:
+        dump = _metered(bench_mydumper.mydumper_argv(options, defaults, outputdir), None, replica, None)
+        if dump.code != 0:
+            raise BenchError(f"mydumper exited {dump.code}; output:\n{dump.output}")
+        chunks = len(bench_mydumper.data_files(outputdir, DB, TABLE))
+        if chunks == 0:  # mydumper exits 0 when its table filter matched nothing
+            raise BenchError(f"mydumper wrote no data file for {DB}.{TABLE}; output:\n{dump.output}")
+        dump_bytes = sum(p.stat().st_size for p in outputdir.iterdir() if p.is_file())
+        upload_argv = [
+            sys.executable, str(SCRIPTS / "bench_mydumper.py"), "upload", str(outputdir),
+            f"s3://{BUCKET}/mydumper/run-{index}",
+            "--endpoint-url", moto.endpoint_url, "--threads", str(options.threads),
+        ]
+        upload = _metered(upload_argv, moto.subprocess_env(), replica, moto)
+        if upload.code != 0:
+            raise BenchError(f"lz4 + upload of mydumper's files exited {upload.code}; output:\n{upload.output}")
+        summary = json.loads(upload.output.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(outputdir, ignore_errors=True)
+        defaults.unlink(missing_ok=True)
+    empty_bucket(moto)
+    run = MydumperRun(
+        wall_s=dump.wall_s + upload.wall_s,
+        dump_s=dump.wall_s,
+        upload_s=upload.wall_s,
+        mydumper_cpu_s=dump.cpu_s,
+        upload_cpu_s=upload.cpu_s,
+        server_cpu_s=dump.server_cpu_s,
+        server_cpu_upload_s=upload.server_cpu_s,
+        moto_cpu_s=upload.moto_cpu_s or 0.0,
+        harness_cpu_s=dump.harness_cpu_s + upload.harness_cpu_s,
+        mydumper_peak_rss_bytes=dump.peak_rss_bytes,
+        upload_peak_rss_bytes=upload.peak_rss_bytes,
+        chunks=chunks,
+        files=int(summary["files"]),
+        dump_bytes=dump_bytes,
+        stored_bytes=int(summary["bytes_out"]),
+    )
+    log.info(
+        "mydumper %d: %.2fs (%d chunks, %d MB, CPU %.2fs, server CPU %.2fs, RSS %.0f MB);"
+        " lz4 + upload %.2fs (CPU %.2fs, moto CPU %.2fs, RSS %.0f MB)",
+        index, run.dump_s, chunks, dump_bytes / 1e6, run.mydumper_cpu_s, run.server_cpu_s,
+        run.mydumper_peak_rss_bytes / 1e6, run.upload_s, run.upload_cpu_s, run.moto_cpu_s,
+        run.upload_peak_rss_bytes / 1e6,
     )
     return run
 
@@ -427,39 +642,131 @@ def per_gb(seconds: float, nbytes: int) -> float:
 
 def targets(results: Results) -> dict[str, Any]:
     bare = results.bare.best
-    file_run = results.tracker["file://"].best
+    file_run = results.tracker[FILE].best
     wall_ratio = file_run.wall_s / bare.wall_s
     cpu_ratio = file_run.tracker_cpu_s / bare.server_cpu_s
-    return {
+    verdict: dict[str, Any] = {
         "file_wall_ratio": wall_ratio,
         "file_wall_pass": wall_ratio <= TARGET_WALL_RATIO,
         "tracker_cpu_ratio": cpu_ratio,
         "tracker_cpu_pass": cpu_ratio <= TARGET_CPU_RATIO,
     }
+    for chunked, one in ONE_UNIT_OF.items():
+        if chunked in results.tracker:
+            key = "chunked_s3" if one == S3 else "chunked_file"
+            run = results.tracker[chunked].best
+            ratio = run.wall_s / results.tracker[one].best.wall_s
+            verdict |= {f"{key}_ratio": ratio, f"{key}_pass": ratio <= TARGET_CHUNKED_RATIO, f"{key}_units": run.units}
+    verdict["s3_vs_mydumper_ratio"] = verdict["s3_vs_mydumper_pass"] = None  # None: mydumper did not run
+    if results.mydumper is not None:
+        ratio = results.tracker[S3_CHUNKED].best.wall_s / results.mydumper.best.wall_s
+        verdict |= {"s3_vs_mydumper_ratio": ratio, "s3_vs_mydumper_pass": ratio < 1.0}
+    return verdict
+
+
+def _pass(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
 
 
 def _runs_note(runs: Sequence[Any]) -> str:
     return "runs: " + ", ".join(f"{r.wall_s:.1f}" for r in runs) + " s"
 
 
+def _unit_count(r: TrackerRun) -> int:
+    """Units of a run: the manifest's count, else the log's."""
+    return r.units if r.units is not None else r.units_logged
+
+
 def _details(r: TrackerRun, size: int, runs: Sequence[TrackerRun]) -> list[str]:
     """Indented lines that say where a tracker run's time and CPU went."""
-    indent = " " * 23
-    timeline = indent
+    timeline = INDENT
     if r.server_file_from_s is not None and r.server_file_to_s is not None:
         timeline += (
-            f"server wrote its OUTFILE +{r.server_file_from_s:.1f}..+{r.server_file_to_s:.1f} s"
+            f"server wrote its OUTFILE{'s' * (_unit_count(r) > 1)}"
+            f" +{r.server_file_from_s:.1f}..+{r.server_file_to_s:.1f} s"
             f" ({r.server_file_to_s - r.server_file_from_s:.1f} s), tracker exited +{r.wall_s:.1f} s"
         )
     else:
         timeline += "server OUTFILE not seen"
-    if r.unit_secs is not None:
+    if r.unit_secs is not None and r.units_logged > 1:
+        timeline += f"   unit pipelines: longest {r.unit_secs:.1f} s, together {r.unit_secs_sum:.1f} s"
+    elif r.unit_secs is not None:
         timeline += f"   unit pipeline {r.unit_secs:.1f} s"
-    cpu = f"{indent}CPU s/GB meanwhile: server {per_gb(r.server_cpu_s, size):.2f}"
+    cpu = f"{INDENT}CPU s/GB meanwhile: server {per_gb(r.server_cpu_s, size):.2f}"
     if r.moto_cpu_s is not None:
         cpu += f", moto {per_gb(r.moto_cpu_s, size):.2f}"
     cpu += f", this harness {per_gb(r.harness_cpu_s, size):.2f}   ({_runs_note(runs)})"
     return [timeline, cpu]
+
+
+def _units_line(r: TrackerRun, settings: Settings) -> str:
+    """How many units a chunked run really produced; one unit means chunking was not in effect."""
+    units = _unit_count(r)
+    source = "manifest.json" if r.units is not None else "log (manifest unreadable)"
+    line = (
+        f"{INDENT}chunk_mb {settings.chunk_mb}, workers {settings.workers}: {units} unit{'s' * (units != 1)}"
+        f" ({source}; {r.units_logged} event=unit_done lines)"
+    )
+    if units <= 1:
+        line += "   NOT CHUNKED: the table was dumped as one unit"
+    return line
+
+
+def _mydumper_lines(results: Results, size: int) -> list[str]:
+    name = f"{'mydumper + lz4 + s3:':<23}"
+    if results.mydumper is None:
+        return [f"{name}skipped: {results.settings.mydumper_skipped}"]
+    m, st = results.mydumper.best, results.settings
+    bare = results.bare.best
+    line = f"{name}{m.wall_s:6.1f} s   {m.wall_s / bare.wall_s:.2f}x bare"
+    for label, what in ((S3, "tracker -> s3 one-unit"), (S3_CHUNKED, "tracker chunked -> s3")):
+        if label in results.tracker:
+            line += f"   {m.wall_s / results.tracker[label].best.wall_s:.2f}x {what}"
+    line += (
+        f"   peak RSS: mydumper {m.mydumper_peak_rss_bytes / 1e6:.0f} MB,"
+        f" lz4 + upload {m.upload_peak_rss_bytes / 1e6:.0f} MB"
+    )
+    return [
+        line,
+        f"{INDENT}mydumper {m.dump_s:.1f} s (--threads {st.threads} --rows {st.rows_per_chunk}: {m.chunks} chunks,"
+        f" {m.dump_bytes / 1e6:.0f} MB of SQL), then lz4 + upload {m.upload_s:.1f} s"
+        f" ({st.threads} threads, {m.files} files, {m.stored_bytes / 1e6:.0f} MB stored)   [{st.mydumper}]",
+        f"{INDENT}CPU s/GB: mydumper {per_gb(m.mydumper_cpu_s, size):.2f},"
+        f" lz4 + upload {per_gb(m.upload_cpu_s, size):.2f}; server {per_gb(m.server_cpu_s, size):.2f} during mydumper,"
+        f" {per_gb(m.server_cpu_upload_s, size):.2f} during upload;"
+        f" moto {per_gb(m.moto_cpu_s, size):.2f}, this harness {per_gb(m.harness_cpu_s, size):.2f}"
+        f"   ({_runs_note(results.mydumper.runs)})",
+    ]
+
+
+def _target_lines(results: Results) -> list[str]:
+    verdict = targets(results)
+    lines = [
+        f"targets: file:// <= {TARGET_WALL_RATIO}x bare: {_pass(verdict['file_wall_pass'])}"
+        f" ({verdict['file_wall_ratio']:.2f}x);"
+        f" tracker CPU <= {TARGET_CPU_RATIO}x server OUTFILE CPU: {_pass(verdict['tracker_cpu_pass'])}"
+        f" ({verdict['tracker_cpu_ratio']:.2f}x, file:// run)"
+    ]
+    parts = []
+    for key, what in (("chunked_s3", "s3"), ("chunked_file", "file://")):
+        if f"{key}_ratio" in verdict:
+            units = verdict[f"{key}_units"]
+            note = f"{units} units" if units and units > 1 else f"{units} unit: NOT CHUNKED"
+            parts.append(f"{what} {_pass(verdict[f'{key}_pass'])} ({verdict[f'{key}_ratio']:.2f}x, {note})")
+    lines.append(
+        f"targets: chunked with {PARALLEL} workers at most {TARGET_CHUNKED_RATIO}x the one-unit time: "
+        + "; ".join(parts)
+    )
+    mydumper = "tracker to S3 faster than mydumper plus upload"
+    if results.mydumper is None:
+        lines.append(f"targets: {mydumper}: SKIPPED ({results.settings.mydumper_skipped})")
+    else:
+        lines.append(
+            f"targets: {mydumper}: {_pass(verdict['s3_vs_mydumper_pass'])}"
+            f" (tracker chunked, {PARALLEL} workers, {results.tracker[S3_CHUNKED].best.wall_s:.1f} s against"
+            f" {results.mydumper.best.wall_s:.1f} s: {verdict['s3_vs_mydumper_ratio']:.2f}x)"
+        )
+    return lines
 
 
 def format_report(results: Results) -> str:
@@ -468,32 +775,37 @@ def format_report(results: Results) -> str:
     size = bare.outfile_bytes
     lines = [
         f"machine: {m.cpu}, {m.cores} cores, {m.mem_gib:.1f} GiB, {m.kernel}, MariaDB {m.mariadb}, Python {m.python}",
-        f"table: {t.name}, {t.rows} rows, {t.data_bytes / 1e6:.0f} MB of column data, OUTFILE {size / 1e6:.0f} MB",
+        f"table: {t.name}, {t.rows} rows, {t.data_bytes / 1e6:.0f} MB of column data, OUTFILE {size / 1e6:.0f} MB,"
+        f" DATA_LENGTH {t.server_bytes / 2**20:.0f} MiB",
         f"{'bare OUTFILE:':<23}{bare.wall_s:6.1f} s   server CPU {per_gb(bare.server_cpu_s, size):.2f} s/GB"
         f"   ({_runs_note(results.bare.runs)})",
     ]
     for label, series in results.tracker.items():
         r = series.best
-        name = "tracker -> s3 (moto):" if label == "s3://" else f"tracker -> {label}:"
         line = (
-            f"{name:<23}{r.wall_s:6.1f} s   {r.wall_s / bare.wall_s:.2f}x bare"
+            f"{NAMES[label]:<23}{r.wall_s:6.1f} s   {r.wall_s / bare.wall_s:.2f}x bare"
+        )
+        if label in ONE_UNIT_OF:
+            line += f"   {r.wall_s / results.tracker[ONE_UNIT_OF[label]].best.wall_s:.2f}x one-unit"
+        line += (
             f"   tracker CPU {per_gb(r.tracker_cpu_s, size):.2f} s/GB"
             f" ({r.tracker_cpu_s / bare.server_cpu_s:.2f}x server's OUTFILE CPU)"
             f"   peak RSS {r.peak_rss_bytes / 1e6:.0f} MB   peak outfile_dir {r.peak_outfile_dir_bytes / 1e6:.1f} MB"
         )
-        lines += [line, *_details(r, size, series.runs)]
-    verdict = targets(results)
-    lines.append(
-        f"targets: file:// <= {TARGET_WALL_RATIO}x bare: {'PASS' if verdict['file_wall_pass'] else 'FAIL'}"
-        f" ({verdict['file_wall_ratio']:.2f}x);"
-        f" tracker CPU <= {TARGET_CPU_RATIO}x server OUTFILE CPU: {'PASS' if verdict['tracker_cpu_pass'] else 'FAIL'}"
-        f" ({verdict['tracker_cpu_ratio']:.2f}x, file:// run)"
-    )
+        lines.append(line)
+        if label in ONE_UNIT_OF:
+            lines.append(_units_line(r, results.settings))
+        elif _unit_count(r) != 1:
+            lines.append(f"{INDENT}{_unit_count(r)} units despite chunk_mb 0")
+        lines += _details(r, size, series.runs)
+    lines += _mydumper_lines(results, size)
+    lines += _target_lines(results)
     return "\n".join(lines)
 
 
 def to_json(results: Results) -> dict[str, Any]:
     size = results.bare.best.outfile_bytes
+    bare = results.bare.best
 
     def series(s: Series, cpu_keys: Sequence[str]) -> dict[str, Any]:
         best = asdict(s.best)
@@ -506,15 +818,30 @@ def to_json(results: Results) -> dict[str, Any]:
         "machine": asdict(results.machine),
         "table": asdict(results.table),
         "gb": size / 1e9,
+        "settings": asdict(results.settings),
         "bare_outfile": series(results.bare, ["server_cpu_s"]),
         "tracker": {},
+        "mydumper": None,
         "targets": targets(results),
     }
     for label, s in results.tracker.items():
         entry = series(s, ["tracker_cpu_s", "server_cpu_s", "moto_cpu_s", "harness_cpu_s"])
-        entry["best"]["wall_ratio_to_bare"] = s.best.wall_s / results.bare.best.wall_s
-        entry["best"]["cpu_ratio_to_bare_server"] = s.best.tracker_cpu_s / results.bare.best.server_cpu_s
+        entry["best"]["wall_ratio_to_bare"] = s.best.wall_s / bare.wall_s
+        entry["best"]["cpu_ratio_to_bare_server"] = s.best.tracker_cpu_s / bare.server_cpu_s
+        if label in ONE_UNIT_OF:
+            entry["best"]["wall_ratio_to_one_unit"] = s.best.wall_s / results.tracker[ONE_UNIT_OF[label]].best.wall_s
         data["tracker"][label] = entry
+    if results.mydumper is not None:
+        entry = series(
+            results.mydumper,
+            ["mydumper_cpu_s", "upload_cpu_s", "server_cpu_s", "server_cpu_upload_s", "moto_cpu_s", "harness_cpu_s"],
+        )
+        best = results.mydumper.best
+        entry["best"]["wall_ratio_to_bare"] = best.wall_s / bare.wall_s
+        for label, key in ((S3, "wall_ratio_to_tracker_s3_one_unit"), (S3_CHUNKED, "wall_ratio_to_tracker_s3_chunked")):
+            if label in results.tracker:
+                entry["best"][key] = best.wall_s / results.tracker[label].best.wall_s
+        data["mydumper"] = entry
     return data
 
 
@@ -527,6 +854,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=2, help="runs of each measurement; the fastest is kept [2]")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    parser.add_argument(
+        "--skip-mydumper",
+        action="store_true",
+        help="do not compare with mydumper + lz4 + upload (compared by default when mydumper is installed)",
+    )
     args = parser.parse_args(argv)
     if args.mb < 1 or args.runs < 1:
         parser.error("--mb and --runs must be at least 1")
@@ -553,29 +885,67 @@ def measure(args: argparse.Namespace, replica: MariaDB, moto: MotoServer, work: 
     machine = machine_info(replica)
     generate_table(replica, args.mb)
     quiesce(replica)
+    server_bytes = server_table_bytes(replica)
     rows, data_bytes = warm(replica)
     check_buffer_pool(replica)
+    settings = settings_for(server_bytes, rows)
+    mydumper = mydumper_options(args, replica, settings)
+    log.info(
+        "chunked runs: chunk_mb %d, workers %d; mydumper: %s",
+        settings.chunk_mb, settings.workers, settings.mydumper or f"skipped, {settings.mydumper_skipped}",
+    )
     dest = work / "dest"
     dest.mkdir()
-    configs: list[tuple[str, Path, dict[str, str] | None, MotoServer | None]] = [
-        ("file://", write_config(work, replica, f"file://{dest}", workers=1), None, None),
-        (
-            "s3://",
-            write_config(work, replica, f"s3://{BUCKET}/bench", workers=1, s3={"endpoint_url": moto.endpoint_url}),
-            moto.subprocess_env(),
-            moto,
-        ),
+    s3 = {"endpoint_url": moto.endpoint_url}
+    s3_dest = f"s3://{BUCKET}/{S3_PREFIX}"
+    one_unit = {"workers": 1, "chunk_mb": 0}  # chunk_mb 0: never split, so really one unit
+    chunked = {"workers": settings.workers, "chunk_mb": settings.chunk_mb}
+    setups = [
+        file_setup(FILE, write_config(work, replica, f"file://{dest}", **one_unit), dest),
+        s3_setup(S3, write_config(work, replica, s3_dest, s3=s3, **one_unit), moto),
+        file_setup(FILE_CHUNKED, write_config(work, replica, f"file://{dest}", **chunked), dest),
+        s3_setup(S3_CHUNKED, write_config(work, replica, s3_dest, s3=s3, **chunked), moto),
     ]
     bare = Series()
-    tracked = {label: Series() for label, *_ in configs}
+    tracked = {setup.label: Series() for setup in setups}
+    dumped = Series() if mydumper is not None else None
     # Interleaved rounds, so a drift of the machine hits every measurement alike.
     for index in range(1, args.runs + 1):
         log.info("round %d of %d", index, args.runs)
         bare.runs.append(bare_outfile(replica, index))
-        for label, config, env, server in configs:
-            tracked[label].runs.append(run_tracker(label, config, replica, env, server))
-    table = TableFacts(f"{DB}.{TABLE}", rows, data_bytes, bare.best.outfile_bytes)
-    return Results(machine, table, bare, tracked)
+        for setup in setups:
+            tracked[setup.label].runs.append(run_tracker(setup, replica))
+        if mydumper is not None and dumped is not None:
+            dumped.runs.append(run_mydumper(mydumper, replica, moto, work, index))
+    table = TableFacts(f"{DB}.{TABLE}", rows, data_bytes, bare.best.outfile_bytes, server_bytes)
+    return Results(machine, table, bare, tracked, settings, dumped)
+
+
+def mydumper_options(
+    args: argparse.Namespace, replica: MariaDB, settings: Settings
+) -> bench_mydumper.MydumperOptions | None:
+    """How to run mydumper, or None (with the reason in ``settings``) when it is skipped."""
+    if args.skip_mydumper:
+        settings.mydumper_skipped = "--skip-mydumper"
+        return None
+    if bench_mydumper.mydumper_path() is None:
+        settings.mydumper_skipped = (
+            f"mydumper is not installed; install it to compare: {bench_mydumper.INSTALL_HINT}"
+        )
+        log.warning("mydumper comparison skipped: %s", settings.mydumper_skipped)
+        return None
+    settings.mydumper = bench_mydumper.mydumper_version()
+    # Over TCP as the tracker user, exactly as tracker connects.
+    return bench_mydumper.MydumperOptions(
+        host="127.0.0.1",
+        port=replica.port,
+        user=TRACKER_USER,
+        password=TRACKER_PASSWORD,
+        database=DB,
+        table=TABLE,
+        threads=settings.threads,
+        rows_per_chunk=settings.rows_per_chunk,
+    )
 
 
 def _stop(stop: Callable[[], None], what: str) -> None:

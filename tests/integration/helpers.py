@@ -213,11 +213,18 @@ def create_big_table(server: MariaDB, rows: int) -> str:
     return f"{db}.big"
 
 
-def drop_unreplicated(server: MariaDB, db: str) -> None:
+def unreplicated(server: MariaDB, *statements: str) -> None:
+    """Run ``statements`` on ``server`` with the binlog off: they stay on that server."""
     conn = server.connect()
     try:
         with conn.cursor() as cur:
             cur.execute("SET SESSION sql_log_bin = 0")
-            cur.execute(f"DROP DATABASE IF EXISTS {db}")
+            for statement in statements:
+                cur.execute(statement)
+                cur.fetchall()
     finally:
         conn.close()
+
+
+def drop_unreplicated(server: MariaDB, db: str) -> None:
+    unreplicated(server, f"DROP DATABASE IF EXISTS {db}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import lz4.frame
 
 from sandbox import MariaDB
-from tests.integration.helpers import checksum, drop_unreplicated, restore, run_tracker, write_config
+from tests.integration.helpers import checksum, drop_unreplicated, restore, run_tracker, unreplicated, write_config
 from tests.integration.test_run import DATE, dataset_dir, run_config, source_port, spawn
 from tracker.db import qualified
 
@@ -28,19 +28,13 @@ def create_same_table(servers: list[MariaDB], db: str, rows: int) -> None:
     """The same table on every server, written with the binlog off (in parallel)."""
 
     def create(server: MariaDB) -> None:
-        conn = server.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SET SESSION sql_log_bin = 0")
-                cur.execute(f"CREATE DATABASE {db}")
-                cur.execute(f"CREATE TABLE {db}.big (id INT PRIMARY KEY, b VARBINARY(1000) NOT NULL)")
-                cur.execute(
-                    f"INSERT INTO {db}.big SELECT seq, REPEAT(UNHEX(SHA2(seq, 256)), 31) FROM {db}.seq_1_to_{rows}"
-                )
-                cur.execute(f"ANALYZE TABLE {db}.big")
-                cur.fetchall()
-        finally:
-            conn.close()
+        unreplicated(
+            server,
+            f"CREATE DATABASE {db}",
+            f"CREATE TABLE {db}.big (id INT PRIMARY KEY, b VARBINARY(1000) NOT NULL)",
+            f"INSERT INTO {db}.big SELECT seq, REPEAT(UNHEX(SHA2(seq, 256)), 31) FROM {db}.seq_1_to_{rows}",
+            f"ANALYZE TABLE {db}.big",
+        )
 
     threads = [threading.Thread(target=create, args=(s,)) for s in servers]
     for t in threads:
@@ -81,13 +75,7 @@ def test_gigabyte_table_in_ten_ranges_on_two_replicas(master, replica, replica2,
         assert all(u["range"]["columns"] == ["id"] for u in units)
 
         restored = f"{db}_restored"
-        conn = master.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SET SESSION sql_log_bin = 0")
-                cur.execute(f"CREATE DATABASE {restored}")
-        finally:
-            conn.close()
+        unreplicated(master, f"CREATE DATABASE {restored}")
         parts = (lz4.frame.decompress((dest / u["key"]).read_bytes()) for u in units)
         restore(master, restored, (directory / "schema.sql").read_text(), manifest, parts, log_bin=False)
         assert checksum(master, restored, "big") == checksum(replica, db, "big") == checksum(replica2, db, "big")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.fakes import FakeClock
 from tracker.config import (
     Config,
     MySQLConfig,
@@ -26,14 +27,6 @@ from tracker.pacing import (
     open_pacing,
 )
 from tracker.sources import Cancelled
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeCancel(threading.Event):

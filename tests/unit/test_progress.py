@@ -6,15 +6,8 @@ import io
 import threading
 import time
 
+from tests.unit.fakes import FakeClock
 from tracker.progress import ProgressBar, combine, render
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Tty(io.StringIO):
@@ -45,7 +38,7 @@ def test_render_before_anything_moved() -> None:
 
 
 def test_enabled_bar_paints_over_one_line_and_ends_it() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     stream = io.StringIO()
     with ProgressBar(2, 2_000_000, stream=stream, enabled=True, interval=3600, clock=clock) as bar:
         clock.now += 1
@@ -62,7 +55,7 @@ def test_enabled_bar_paints_over_one_line_and_ends_it() -> None:
 
 
 def test_shorter_line_blanks_the_rest_of_the_longer_one() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     stream = io.StringIO()
     bar = ProgressBar(1, 10_000_000, stream=stream, enabled=True, clock=clock)
     clock.now += 10_000
