@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 import boto3
+from botocore.config import Config
 import lz4.frame
 from boto3.s3.transfer import TransferConfig
 
@@ -148,7 +149,10 @@ def upload_directory(directory: Path, url: str, endpoint_url: str | None, thread
     if not url.startswith("s3://"):
         raise SystemExit(f"bench_mydumper: error: not an s3:// URL: {url}")
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    client = boto3.client("s3", endpoint_url=endpoint_url)
+    # The same client settings as tracker's (tracker/s3.py): a fair comparison.
+    client = boto3.client(
+        "s3", endpoint_url=endpoint_url, config=Config(s3={"payload_signing_enabled": False})
+    )
     transfer = TransferConfig(
         multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=PARTS_IN_FLIGHT
     )
