@@ -12,6 +12,10 @@ try:
 except ImportError:  # pragma: no cover - only on hosts without a compiler
     _c_crc32c = None
 
+# The C extension (CRC instruction, or its table where the CPU lacks it) is
+# fast enough for a second pass per part; the pure-Python fallback is not.
+HARDWARE_CRC32C = _c_crc32c is not None
+
 _POLY = 0x82F63B78
 _TABLE = []
 for _i in range(256):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 import threading
@@ -12,6 +13,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from tracker.checksum import HARDWARE_CRC32C, crc32c
 from tracker.config import Destination, S3Config
 from tracker.errors import UploadFailed
 from tracker.sinks import READ_CHUNK, STALE_CANDIDATE, Precommit, Store, Upload
@@ -40,6 +42,17 @@ def base_part_size(config: S3Config, size_hint: int) -> int:
     return min(base, MAX_PART_BYTES)
 
 
+def part_checksum(body: bytes) -> dict[str, str]:
+    """Our own CRC-32C of a part for S3 to verify, in place of botocore's CRC32.
+
+    The same integrity check at a third of the CPU (the CPU's CRC
+    instruction); without the C extension botocore's default is cheaper.
+    """
+    if not HARDWARE_CRC32C:
+        return {}
+    return {"ChecksumCRC32C": base64.b64encode(crc32c(body).to_bytes(4, "big")).decode()}
+
+
 def _s3_error(action: str, url: str, exc: BaseException) -> UploadFailed:
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
@@ -65,7 +78,7 @@ class S3Upload(Upload):
         self._base = base_part_size(store.config, size_hint)
         self._buf = bytearray()
         self._upload_id: str | None = None
-        self._parts: dict[int, str] = {}
+        self._parts: dict[int, dict[str, str]] = {}
         self._futures: list[Future] = []
         self._slots = threading.BoundedSemaphore(store.config.upload_concurrency)
         self._pool: ThreadPoolExecutor | None = None
@@ -94,8 +107,9 @@ class S3Upload(Upload):
 
     def _start_multipart(self) -> None:
         try:
+            algorithm = {"ChecksumAlgorithm": "CRC32C"} if HARDWARE_CRC32C else {}
             response = self._client.create_multipart_upload(
-                Bucket=self._bucket, Key=self._full_key, Metadata={"tracker": "1"}
+                Bucket=self._bucket, Key=self._full_key, Metadata={"tracker": "1"}, **algorithm
             )
         except Exception as exc:
             raise _s3_error("create multipart upload", self._store.url(self.key), exc) from None
@@ -103,10 +117,11 @@ class S3Upload(Upload):
         self._pool = ThreadPoolExecutor(self._store.config.upload_concurrency, thread_name_prefix="s3-part")
 
     def _upload_part(self, number: int, body: bytes) -> None:
+        checksum = part_checksum(body)  # in this part's thread: the C code releases the GIL
         response = self._client.upload_part(
-            Bucket=self._bucket, Key=self._full_key, UploadId=self._upload_id, PartNumber=number, Body=body
+            Bucket=self._bucket, Key=self._full_key, UploadId=self._upload_id, PartNumber=number, Body=body, **checksum
         )
-        self._parts[number] = response["ETag"]
+        self._parts[number] = {"ETag": response["ETag"], **checksum}
 
     def _raise_failed_parts(self) -> None:
         for future in self._futures:
@@ -127,15 +142,18 @@ class S3Upload(Upload):
     def _commit(self) -> None:
         url = self._store.url(self.key)
         if self._upload_id is None:
+            body = bytes(self._buf)
             try:
-                self._client.put_object(Bucket=self._bucket, Key=self._full_key, Body=bytes(self._buf), **self._conditional())
+                self._client.put_object(
+                    Bucket=self._bucket, Key=self._full_key, Body=body, **part_checksum(body), **self._conditional()
+                )
             except Exception as exc:
                 raise _s3_error("put", url, exc) from None
             return
         if self._buf:
             self._send_part()
         self._wait_parts()
-        parts = [{"PartNumber": n, "ETag": self._parts[n]} for n in sorted(self._parts)]
+        parts = [{"PartNumber": n, **self._parts[n]} for n in sorted(self._parts)]
         try:
             self._client.complete_multipart_upload(
                 Bucket=self._bucket,

@@ -117,3 +117,37 @@ def test_clean_stale_removes_only_abandoned_data_uploads(store: Store, tmp_path)
         assert store.client.list_multipart_uploads(Bucket=store.destination.bucket).get("Uploads", []) == []
     else:
         assert [p for p in (tmp_path / "dest").rglob(".*") if p.is_file()] == []
+
+
+def test_s3_parts_carry_our_crc32c(moto_server, aws_env, bucket) -> None:
+    """Each part (and a single PUT) carries the CRC-32C of its bytes for S3 to verify,
+    and botocore computes no checksum of its own on top of it."""
+    from base64 import b64encode
+
+    from tracker.checksum import HARDWARE_CRC32C, crc32c  # checked against the reference in tests/unit
+
+    if not HARDWARE_CRC32C:
+        pytest.fail("the C extension is not built: scripts/install.sh builds it")
+    store = open_store(
+        parse_destination(f"s3://{bucket}/crc"),
+        S3Config(endpoint_url=moto_server.endpoint_url, part_size_mb=5, upload_concurrency=2),
+    )
+    sent: list[tuple[str, dict[str, str]]] = []
+
+    def record(request, **_kw) -> None:
+        headers = {k.lower(): v for k, v in request.headers.items() if "checksum" in k.lower()}
+        sent.append((request.method, {k: v.decode() if isinstance(v, bytes) else v for k, v in headers.items()}))
+
+    store.client.meta.events.register("before-send.s3.*", record)
+    data = os.urandom(11 * MiB)
+    with store.upload("big.bin", lambda: None, overwrite=False) as upload:
+        for i in range(0, len(data), MiB):
+            upload.write(data[i : i + MiB])
+    with store.upload("small.bin", lambda: None, overwrite=False) as upload:
+        upload.write(b"small")
+    puts = [h for method, h in sent if method == "PUT"]  # the parts, then the single PUT
+    assert all(set(h) == {"x-amz-checksum-crc32c"} for h in puts), puts  # no x-amz-checksum-crc32 from botocore
+    pieces = [data[: 5 * MiB], data[5 * MiB : 10 * MiB], data[10 * MiB :], b"small"]
+    expected = sorted(b64encode(crc32c(p).to_bytes(4, "big")).decode() for p in pieces)
+    assert sorted(h["x-amz-checksum-crc32c"] for h in puts) == expected
+    assert store.get("big.bin") == data
