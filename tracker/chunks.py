@@ -14,7 +14,13 @@ boundaries only need to be in the key's order, which is why they are
 always read from the key's index:
 
 * an integer first key column is split arithmetically between its MIN and
-  MAX (two index dives), ranges on that column alone;
+  MAX, ranges on that column alone -- unless the key is badly skewed: a
+  range is empty (one index dive each says so exactly) or the optimizer's
+  estimate (``EXPLAIN``, index dives) puts more than ``SKEW_FACTOR`` times
+  its share of the table's rows in one range.  Such a key is walked like
+  the others.  The optimizer's range estimates are too rough to place cuts
+  on (InnoDB caps them at half the table and overestimates small ranges
+  twofold), but enough to see a cluster;
 * any other key (strings, dates, composite keys whose first column has few
   values) is walked with ``ORDER BY key LIMIT 1 OFFSET step``: the server
   reads the index but sends only one row per boundary, and the boundaries
@@ -31,7 +37,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pymysql
 
@@ -228,6 +234,17 @@ def integer_boundaries(low: int, high: int, parts: int) -> list[int]:
     return [low + span * i // parts for i in range(1, parts)]
 
 
+Estimate = Callable[[int, int], int]  # estimated rows with lower <= key < upper
+SKEW_FACTOR = 4
+
+
+def skewed(cuts: Sequence[int], low: int, high: int, share: int, estimate: Estimate, empty: Callable[[int, int], bool]) -> bool:
+    """Whether even cuts of the key's span would make badly uneven ranges."""
+    bounds = [low, *cuts, high + 1]
+    pairs = list(zip(bounds, bounds[1:]))
+    return any(empty(a, b) for a, b in pairs) or any(estimate(a, b) > SKEW_FACTOR * share for a, b in pairs)
+
+
 def ranges_from(columns: Sequence[str], boundaries: Sequence[tuple[str, ...]]) -> list[KeyRange]:
     """Consecutive ranges cut at ``boundaries``: open below the first, open above the last."""
     cuts: list[tuple[str, ...] | None] = [None, *boundaries, None]
@@ -255,10 +272,34 @@ def split(
         row = query_one(conn, f"SELECT MIN({ident}), MAX({ident}) FROM {source} {key.hint()}")
         if row is None or row[0] is None:
             return []  # empty: one unit
-        cuts = integer_boundaries(int(row[0]), int(row[1]), parts)
-        if cuts:
+        low, high = int(row[0]), int(row[1])
+        cuts = integer_boundaries(low, high, parts)
+        share = max(1, rows_estimate // parts)
+        if cuts and not skewed(cuts, low, high, share, *_range_probes(conn, source, key)):
+            log.info("event=key_split source=%s method=even ranges=%d", source, len(cuts) + 1)
             return ranges_from([first.name], [(str(c),) for c in cuts])
-    return ranges_from(key.names, walk(conn, source, key, parts, rows_estimate))
+    boundaries = walk(conn, source, key, parts, rows_estimate)
+    log.info("event=key_split source=%s method=walk ranges=%d", source, len(boundaries) + 1)
+    return ranges_from(key.names, boundaries)
+
+
+def _range_probes(conn: pymysql.Connection, source: str, key: ChunkKey) -> tuple[Estimate, Callable[[int, int], bool]]:
+    """Two index-only looks at a range of the first key column: estimated rows, and emptiness."""
+    ident = quote_ident(key.columns[0].name)
+
+    def where(lower: int, upper: int) -> str:
+        return f"{ident} >= {lower} AND {ident} < {upper}"
+
+    def estimate(lower: int, upper: int) -> int:
+        with conn.cursor() as cur:
+            cur.execute(f"EXPLAIN SELECT 1 FROM {source} {key.hint()} WHERE {where(lower, upper)}")
+            column = [d[0].lower() for d in cur.description].index("rows")
+            return sum(int(r[column] or 0) for r in cur.fetchall())
+
+    def empty(lower: int, upper: int) -> bool:
+        return query_one(conn, f"SELECT 1 FROM {source} {key.hint()} WHERE {where(lower, upper)} LIMIT 1") is None
+
+    return estimate, empty
 
 
 def walk(conn: pymysql.Connection, source: str, key: ChunkKey, parts: int, rows_estimate: int) -> list[tuple[str, ...]]:

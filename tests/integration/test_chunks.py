@@ -38,7 +38,10 @@ def fill(master, db: str, table: str, ddl: str, rows: list[tuple], replica_set) 
 
 
 def dump_restore_compare(master, replica, db: str, table: str, tmp_path: Path, **config) -> dict:
-    """Dump with chunking, restore the parts on the master, compare checksums; returns the manifest."""
+    """Dump with chunking, restore the parts on the master, compare checksums; returns the manifest.
+
+    The manifest gets a ``_log`` entry: the dump's stderr, for what the planner said.
+    """
     dest = tmp_path / "dest"
     settings = {"chunk_mb": 1, **config}
     path = write_config(tmp_path, replica, f"file://{dest}", **settings)
@@ -54,7 +57,7 @@ def dump_restore_compare(master, replica, db: str, table: str, tmp_path: Path, *
     assert manifest["rows"] == count
     assert checksum(master, restored, table) == checksum(replica, db, table)
     master.sql(f"DROP DATABASE {restored}")
-    return manifest
+    return {**manifest, "_log": result.stderr.decode()}
 
 
 def assert_chunked(manifest: dict, at_least: int) -> None:
@@ -78,6 +81,11 @@ def test_integer_key_with_gaps_and_negatives(master, replica, replica_set, fresh
     fill(master, fresh_db, "gaps", "(id BIGINT PRIMARY KEY, pad VARBINARY(1000))", [(i, filler(rng)) for i in ids], replica_set)
     manifest = dump_restore_compare(master, replica, fresh_db, "gaps", tmp_path)
     assert_chunked(manifest, 4)
+    rows = [u["rows"] for u in manifest["units"]]
+    # Even cuts of the span would leave most ranges empty and one with a
+    # cluster; cuts placed on the optimizer's estimates balance them.
+    assert max(rows) <= 3 * len(ids) / len(rows) and min(rows) > 0, rows
+    assert "method=walk" in manifest["_log"]
     assert manifest["units"][1]["range"]["columns"] == ["id"]
     assert "`id` >= " in manifest["units"][1]["range"]["where"]
 
@@ -89,7 +97,9 @@ def test_random_unsigned_keys(master, replica, replica_set, fresh_db, tmp_path) 
         master, fresh_db, "rnd", "(id BIGINT UNSIGNED PRIMARY KEY, pad VARBINARY(1000))",
         [(i, filler(rng)) for i in ids], replica_set,
     )
-    assert_chunked(dump_restore_compare(master, replica, fresh_db, "rnd", tmp_path), 4)
+    manifest = dump_restore_compare(master, replica, fresh_db, "rnd", tmp_path)
+    assert_chunked(manifest, 4)
+    assert "method=even" in manifest["_log"]  # uniform keys need no walk
 
 
 def test_composite_key_with_few_leading_values_is_walked(master, replica, replica_set, fresh_db, tmp_path) -> None:

@@ -7,6 +7,7 @@ without replicating a gigabyte (which would cost minutes on two cores).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -73,6 +74,9 @@ def test_gigabyte_table_in_ten_ranges_on_two_replicas(master, replica, replica2,
         assert manifest["rows"] == GB_ROWS and manifest["raw_bytes"] >= 10**9
         assert {source_port(u) for u in units} == {replica.port, replica2.port}, "both replicas take units"
         assert all(u["range"]["columns"] == ["id"] for u in units)
+        # Both may plan when they start together; the master keeps the first plan.
+        planners = [p.output() for p in procs if "event=key_split" in p.output()]
+        assert planners and all("method=even" in out for out in planners), "a dense key is cut evenly, not walked"
 
         restored = f"{db}_restored"
         unreplicated(master, f"CREATE DATABASE {restored}")
@@ -138,3 +142,57 @@ def test_run_pauses_while_the_replica_lags(master, replica, replica_set, fresh_d
     assert (dataset_dir(dest, fresh_db, fresh_db, "t") / "_SUCCESS").exists()
     log = proc.output()
     assert "event=lag_pause" in log and "event=lag_resume" in log, log
+
+
+def stored_plan(master: MariaDB, namespace: str, db: str, table: str, plan: dict) -> None:
+    """Put a plan on the master as if another host had planned the table first."""
+    from tracker.claims import ClaimStore, Owner
+    from tracker.config import LocksConfig, MySQLConfig
+
+    store = ClaimStore(
+        MySQLConfig(host="127.0.0.1", port=master.port, user="root"), LocksConfig(), Owner("elsewhere", 1), namespace
+    )
+    try:
+        store.ensure_table()
+        chosen = store.shared_plan(db, table, dt.date.fromisoformat(DATE), lambda: plan)
+        assert chosen == plan
+    finally:
+        store.close()
+
+
+THREE_RANGES = {
+    "version": 1,
+    "key": {"index": "PRIMARY", "columns": ["id"]},
+    "units": [
+        {"partition": None, "bytes": 0, "range": {"columns": ["id"], "lower": None, "upper": ["30"]}},
+        {"partition": None, "bytes": 0, "range": {"columns": ["id"], "lower": ["30"], "upper": ["70"]}},
+        {"partition": None, "bytes": 0, "range": {"columns": ["id"], "lower": ["70"], "upper": None}},
+    ],
+}
+
+
+def test_run_dumps_the_plan_stored_on_the_master(master, replica, replica_set, fresh_db, tmp_path) -> None:
+    """Whatever this host would plan (chunk_mb: 0 means one unit), it dumps the stored plan."""
+    make_rows(master, fresh_db, "t", 100, replica_set)
+    stored_plan(master, fresh_db, fresh_db, "t", THREE_RANGES)
+    dest = tmp_path / "dest"
+    proc = spawn(tmp_path, run_config(tmp_path, replica, dest, fresh_db, chunk_mb=0), "run", "--date", DATE)
+    assert proc.wait(timeout=120) == 0, proc.output()
+    manifest = json.loads((dataset_dir(dest, fresh_db, fresh_db, "t") / "manifest.json").read_text())
+    assert [u["rows"] for u in manifest["units"]] == [29, 40, 31]
+    assert [u["range"]["where"] for u in manifest["units"]] == ["`id` < 30", "`id` >= 30 AND `id` < 70", "`id` >= 70"]
+
+
+def test_a_stored_plan_that_no_longer_fits_fails_that_table_alone(master, replica, replica_set, fresh_db, tmp_path) -> None:
+    make_rows(master, fresh_db, "t", 100, replica_set)
+    make_rows(master, fresh_db, "other", 10, replica_set)
+    hostile = json.loads(json.dumps(THREE_RANGES))
+    hostile["units"][1]["range"]["lower"] = ["30 OR 1=1"]
+    stored_plan(master, fresh_db, fresh_db, "t", hostile)
+    dest = tmp_path / "dest"
+    proc = spawn(tmp_path, run_config(tmp_path, replica, dest, fresh_db), "run", "--date", DATE)
+    assert proc.wait(timeout=120) == 1, proc.output()
+    assert "planning failed: boundary value '30 OR 1=1' is not a valid int for column 'id'" in proc.output()
+    assert "Traceback" not in proc.output()
+    assert (dataset_dir(dest, fresh_db, fresh_db, "other") / "_SUCCESS").exists()
+    assert not dataset_dir(dest, fresh_db, fresh_db, "t").exists()

@@ -101,3 +101,36 @@ def test_hostile_collation_is_refused() -> None:
 def test_range_json_round_trip() -> None:
     r = KeyRange(("id", "na`me"), ("1", "61"), None)
     assert KeyRange.from_json(r.to_json()) == r
+
+
+def clusters_estimate(keys: list[int]):
+    """An exact 'estimate' over a known key set, as the optimizer would give for small tables."""
+    import bisect
+
+    ordered = sorted(keys)
+
+    def estimate(lower: int, upper: int) -> int:
+        return bisect.bisect_left(ordered, upper) - bisect.bisect_left(ordered, lower)
+
+    return estimate
+
+
+def test_clusters_and_gaps_are_skewed_dense_keys_are_not() -> None:
+    from tracker.chunks import skewed
+
+    def never_empty(a: int, b: int) -> bool:
+        return False
+
+    dense = list(range(1, 100_001))
+    assert not skewed(integer_boundaries(1, 100_000, 10), 1, 100_000, 10_000, clusters_estimate(dense), never_empty)
+    # a cluster holding most rows, and a sprinkle over the rest of the span
+    clustered = list(range(0, 9000)) + list(range(10**9, 10**12, 10**9))
+    estimate = clusters_estimate(clustered)
+    high = max(clustered)
+    assert skewed(integer_boundaries(0, high, 10), 0, high, len(clustered) // 10, estimate, never_empty)
+
+    # two clusters far apart: the ranges between them are empty
+    gaps = list(range(0, 1000)) + list(range(10**15, 10**15 + 1000))
+    count = clusters_estimate(gaps)
+    cuts = integer_boundaries(0, max(gaps), 4)
+    assert skewed(cuts, 0, max(gaps), 500, lambda a, b: 1, lambda a, b: count(a, b) == 0)
