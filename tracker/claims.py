@@ -26,7 +26,7 @@ import pymysql
 
 from tracker.config import LocksConfig, MySQLConfig
 from tracker.db import connect, error_text, quote_ident
-from tracker.errors import LeaseLost
+from tracker.errors import LeaseLost, TrackerError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS {table} (
 
 # The units of a (table, date), as the first host to plan it stored them:
 # every host dumps the same units even though their size estimates differ.
+# ``plan`` is NULL while its host plans (under a lease like a unit's), so
+# the others wait rather than walk the same index again.
 _PLANS = """
 CREATE TABLE IF NOT EXISTS {table} (
   namespace VARCHAR(64) NOT NULL,
@@ -65,11 +67,17 @@ CREATE TABLE IF NOT EXISTS {table} (
   tbl VARCHAR(64) NOT NULL,
   ds DATE NOT NULL,
   host VARCHAR(255) NOT NULL,
-  created_at DATETIME(6) NOT NULL,
-  plan LONGTEXT NOT NULL,
+  token CHAR(32) NOT NULL,
+  expires_at DATETIME(6) NOT NULL,
+  plan LONGTEXT NULL,
   PRIMARY KEY (namespace, db, tbl, ds)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 """
+PLAN_POLL_SECONDS = 1.0
+
+
+class PlanningStopped(TrackerError):
+    """The run was stopped while another host planned a table."""
 
 
 @dataclass(frozen=True)
@@ -164,24 +172,81 @@ class ClaimStore:
 
     # -- plans -------------------------------------------------------------------
 
-    def shared_plan(self, db: str, table: str, date: dt.date, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def shared_plan(
+        self,
+        db: str,
+        table: str,
+        date: dt.date,
+        compute: Callable[[], dict[str, Any]],
+        cancel: threading.Event | None = None,
+    ) -> dict[str, Any]:
         """The table's plan for ``date``: the stored one, else ``compute()``'s, stored first.
 
-        INSERT IGNORE makes the first writer win a race; everyone then uses
-        what is stored, including the loser of the race.
+        The first host inserts a row without a plan and computes it under a
+        lease (kept alive while it works); the others wait for the plan, and
+        take the planning over if that lease expires (its host died).
         """
         where = "namespace = %s AND db = %s AND tbl = %s AND ds = %s"
         args = (self.namespace, db, table, date)
-        _, rows = self.execute(f"SELECT plan FROM {self.plans} WHERE {where}", args)
-        if not rows:
-            document = compute()
-            self.execute(
-                f"INSERT IGNORE INTO {self.plans} (namespace, db, tbl, ds, host, created_at, plan)"
-                " VALUES (%s, %s, %s, %s, %s, NOW(6), %s)",
-                (*args, self.owner.host, json.dumps(document)),
-            )
+        token = secrets.token_hex(16)
+        expiry = f"NOW(6) + INTERVAL {self.locks.lease_seconds} SECOND"
+        cancel = cancel or threading.Event()
+        while True:
             _, rows = self.execute(f"SELECT plan FROM {self.plans} WHERE {where}", args)
-        return json.loads(rows[0][0])
+            if rows and rows[0][0]:
+                return json.loads(rows[0][0])
+            if rows:  # another host plans: take over only if its lease expired
+                mine, _ = self.execute(
+                    f"UPDATE {self.plans} SET host = %s, token = %s, expires_at = {expiry}"
+                    f" WHERE {where} AND plan IS NULL AND expires_at < NOW(6)",
+                    (self.owner.host, token, *args),
+                )
+            else:
+                mine, _ = self.execute(
+                    f"INSERT IGNORE INTO {self.plans} (namespace, db, tbl, ds, host, token, expires_at)"
+                    f" VALUES (%s, %s, %s, %s, %s, %s, {expiry})",
+                    (*args, self.owner.host, token),
+                )
+            if mine == 1:
+                document = self._plan_under_lease(where, args, token, compute)
+                if document is not None:
+                    return document
+                continue  # our lease lapsed and another host's plan won
+            if cancel.wait(PLAN_POLL_SECONDS):
+                raise PlanningStopped(f"stopped while waiting for another host to plan {db}.{table}")
+
+    def _plan_under_lease(
+        self, where: str, args: tuple, token: str, compute: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """Compute and store the plan while extending the planning lease; None if it was lost."""
+        mine = f"{where} AND token = %s AND plan IS NULL"
+        stop = threading.Event()
+
+        def keep_alive() -> None:
+            while not stop.wait(max(self.locks.lease_seconds / 3, 0.5)):
+                try:
+                    self.execute(
+                        f"UPDATE {self.plans} SET expires_at = NOW(6) + INTERVAL {self.locks.lease_seconds} SECOND"
+                        f" WHERE {mine}",
+                        (*args, token),
+                    )
+                except LeaseLost as exc:  # storing the plan will fail too, and say so
+                    log.warning("event=plan_lease_not_extended error=%s", exc)
+                    return
+
+        thread = threading.Thread(target=keep_alive, name="plan-lease", daemon=True)
+        thread.start()
+        try:
+            document = compute()
+        except BaseException:
+            stop.set()
+            thread.join(5)
+            self.execute(f"DELETE FROM {self.plans} WHERE {mine}", (*args, token))
+            raise
+        stop.set()
+        thread.join(5)
+        stored, _ = self.execute(f"UPDATE {self.plans} SET plan = %s WHERE {mine}", (json.dumps(document), *args, token))
+        return document if stored == 1 else None
 
     # -- claiming --------------------------------------------------------------
 

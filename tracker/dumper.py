@@ -106,7 +106,14 @@ class TableOutcome:
 class PlanBoard(Protocol):
     """Where the hosts of a replica set agree on a table's units (the master)."""
 
-    def shared_plan(self, db: str, table: str, date: dt.date, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]: ...
+    def shared_plan(
+        self,
+        db: str,
+        table: str,
+        date: dt.date,
+        compute: Callable[[], dict[str, Any]],
+        cancel: threading.Event | None = None,
+    ) -> dict[str, Any]: ...
 
 
 PLAN_VERSION = 1
@@ -188,6 +195,7 @@ def plan_table(
     date: dt.date,
     chunk_mb: int,
     board: PlanBoard | None = None,
+    cancel: threading.Event | None = None,
 ) -> TablePlan:
     """Everything needed to dump a table; its units agreed on ``board`` when given."""
     info = find_table(conn, db, table)
@@ -195,7 +203,7 @@ def plan_table(
     def compute() -> dict[str, Any]:
         return plan_document(conn, info, chunk_mb)
 
-    document = board.shared_plan(db, table, date, compute) if board is not None else compute()
+    document = board.shared_plan(db, table, date, compute, cancel) if board is not None else compute()
     try:
         units = units_from_plan(conn, info, document)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -180,10 +180,12 @@ class Runner:
                 log.info("event=skip_complete table=%s.%s date=%s", db, table, date)
                 continue
             try:
-                plans.append(plan_table(conn, self.config.namespace, db, table, date, self.config.chunk_mb, board))
+                plans.append(
+                    plan_table(conn, self.config.namespace, db, table, date, self.config.chunk_mb, board, self.cancel)
+                )
             except (TrackerError, pymysql.MySQLError) as exc:
-                if isinstance(exc, LeaseLost):
-                    raise  # the master is gone: nothing else can be claimed either
+                if isinstance(exc, LeaseLost) or self.cancel.is_set():
+                    raise  # the master is gone, or we were stopped: nothing else can be done either
                 message = f"{db}.{table}: planning failed: {describe_failure(exc)}"
                 log.error("event=plan_failed table=%s.%s error=%s", db, table, describe_failure(exc))
                 failed.append(message)

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import lz4.frame
+import pytest
 
 from sandbox import MariaDB
 from tests.integration.helpers import checksum, drop_unreplicated, restore, run_tracker, unreplicated, write_config
@@ -74,9 +75,9 @@ def test_gigabyte_table_in_ten_ranges_on_two_replicas(master, replica, replica2,
         assert manifest["rows"] == GB_ROWS and manifest["raw_bytes"] >= 10**9
         assert {source_port(u) for u in units} == {replica.port, replica2.port}, "both replicas take units"
         assert all(u["range"]["columns"] == ["id"] for u in units)
-        # Both may plan when they start together; the master keeps the first plan.
         planners = [p.output() for p in procs if "event=key_split" in p.output()]
-        assert planners and all("method=even" in out for out in planners), "a dense key is cut evenly, not walked"
+        assert len(planners) == 1, "one host plans; the other waits for its plan on the master"
+        assert "method=even" in planners[0], "a dense integer key is cut evenly, not walked"
 
         restored = f"{db}_restored"
         unreplicated(master, f"CREATE DATABASE {restored}")
@@ -144,18 +145,25 @@ def test_run_pauses_while_the_replica_lags(master, replica, replica_set, fresh_d
     assert "event=lag_pause" in log and "event=lag_resume" in log, log
 
 
-def stored_plan(master: MariaDB, namespace: str, db: str, table: str, plan: dict) -> None:
-    """Put a plan on the master as if another host had planned the table first."""
+def claim_store(master: MariaDB, namespace: str, host: str, lease_seconds: int = 300):
     from tracker.claims import ClaimStore, Owner
     from tracker.config import LocksConfig, MySQLConfig
 
     store = ClaimStore(
-        MySQLConfig(host="127.0.0.1", port=master.port, user="root"), LocksConfig(), Owner("elsewhere", 1), namespace
+        MySQLConfig(host="127.0.0.1", port=master.port, user="root"),
+        LocksConfig(lease_seconds=lease_seconds),
+        Owner(host, 1),
+        namespace,
     )
+    store.ensure_table()
+    return store
+
+
+def stored_plan(master: MariaDB, namespace: str, db: str, table: str, plan: dict) -> None:
+    """Put a plan on the master as if another host had planned the table first."""
+    store = claim_store(master, namespace, "elsewhere")
     try:
-        store.ensure_table()
-        chosen = store.shared_plan(db, table, dt.date.fromisoformat(DATE), lambda: plan)
-        assert chosen == plan
+        assert store.shared_plan(db, table, dt.date.fromisoformat(DATE), lambda: plan) == plan
     finally:
         store.close()
 
@@ -196,3 +204,51 @@ def test_a_stored_plan_that_no_longer_fits_fails_that_table_alone(master, replic
     assert "Traceback" not in proc.output()
     assert (dataset_dir(dest, fresh_db, fresh_db, "other") / "_SUCCESS").exists()
     assert not dataset_dir(dest, fresh_db, fresh_db, "t").exists()
+
+
+def test_one_host_plans_the_others_wait_and_take_over_if_it_dies(master, fresh_db) -> None:
+    date = dt.date.fromisoformat(DATE)
+    first, second = claim_store(master, fresh_db, "first"), claim_store(master, fresh_db, "second")
+    try:
+        release = threading.Event()
+        got: dict[str, dict] = {}
+
+        def slow_plan() -> dict:
+            release.wait(10)
+            return {"by": "first"}
+
+        planner = threading.Thread(target=lambda: got.setdefault("first", first.shared_plan(fresh_db, "t", date, slow_plan)))
+        planner.start()
+        time.sleep(0.5)  # the first host holds the planning lease now
+        waiter = threading.Thread(
+            target=lambda: got.setdefault("second", second.shared_plan(fresh_db, "t", date, lambda: {"by": "second"}))
+        )
+        waiter.start()
+        time.sleep(1.5)
+        assert "second" not in got, "the second host did not wait for the plan being made"
+        release.set()
+        planner.join(10)
+        waiter.join(10)
+        assert got == {"first": {"by": "first"}, "second": {"by": "first"}}
+
+        # A planner that died: its row has no plan and its lease runs out.
+        master.sql(
+            f"INSERT INTO tracker.plans (namespace, db, tbl, ds, host, token, expires_at)"
+            f" VALUES ('{fresh_db}', '{fresh_db}', 'dead', '{DATE}', 'gone', REPEAT('0', 32), NOW(6) + INTERVAL 1 SECOND)"
+        )
+        started = time.monotonic()
+        assert second.shared_plan(fresh_db, "dead", date, lambda: {"by": "second"}) == {"by": "second"}
+        assert 0.5 < time.monotonic() - started < 10
+
+        # A planner that fails gives the planning back at once.
+        def broken() -> dict:
+            raise RuntimeError("planning failed")
+
+        with pytest.raises(RuntimeError):
+            first.shared_plan(fresh_db, "broken", date, broken)
+        started = time.monotonic()
+        assert second.shared_plan(fresh_db, "broken", date, lambda: {"by": "second"}) == {"by": "second"}
+        assert time.monotonic() - started < 0.5
+    finally:
+        first.close()
+        second.close()
