@@ -133,6 +133,12 @@ class ProgressBar:
         with self._lock:
             self._units += 1
 
+    def drop(self, nbytes: int) -> None:
+        """Take one unit of ``nbytes`` estimated bytes out of the totals (another host has it)."""
+        with self._lock:
+            self.total_units = max(0, self.total_units - 1)
+            self.total_bytes = max(0, self.total_bytes - nbytes)
+
     def meter(self) -> Callable[[int], None] | None:
         """What to pass to :func:`combine`: ``add`` when enabled, else nothing."""
         return self.add if self.enabled else None
@@ -140,8 +146,8 @@ class ProgressBar:
     def text(self) -> str:
         """The line as it would be painted now."""
         with self._lock:
-            units, nbytes = self._units, self._bytes
-        return render(units, self.total_units, nbytes, self.total_bytes, self._clock() - self._started)
+            units, nbytes, total_units, total_bytes = self._units, self._bytes, self.total_units, self.total_bytes
+        return render(units, total_units, nbytes, total_bytes, self._clock() - self._started)
 
     def paint(self) -> None:
         """Write the line over the previous one."""

@@ -205,6 +205,8 @@ class Runner:
             units.pacer.before_unit(unit_cancel)
             lease = claims.try_claim(key, len(job.plan.units), unit_cancel.set)
             if lease is None:
+                if units.progress is not None:
+                    units.progress.drop(job.unit.size_hint)
                 return "skipped"
             with snapshot.unit(conn, unit_cancel):
                 try:

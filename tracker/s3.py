@@ -42,7 +42,7 @@ def base_part_size(config: S3Config, size_hint: int) -> int:
     return min(base, MAX_PART_BYTES)
 
 
-def part_checksum(body: bytes) -> dict[str, str]:
+def part_checksum(body: bytes | bytearray) -> dict[str, str]:
     """Our own CRC-32C of a part for S3 to verify, in place of botocore's CRC32.
 
     The same integrity check at a third of the CPU (the CPU's CRC
@@ -98,7 +98,9 @@ class S3Upload(Upload):
         if len(self._futures) >= MAX_PARTS:
             raise UploadFailed(f"{self._store.url(self.key)}: more than {MAX_PARTS} parts")
         number = len(self._futures) + 1
-        body, self._buf = bytes(self._buf), bytearray()
+        # The filled buffer itself becomes the part (botocore takes a
+        # bytearray): no copy; writing continues into a new one.
+        body, self._buf = self._buf, bytearray()
         self._slots.acquire()  # back-pressure: wait for a free upload slot
         assert self._pool is not None
         future = self._pool.submit(self._upload_part, number, body)
@@ -116,7 +118,7 @@ class S3Upload(Upload):
         self._upload_id = response["UploadId"]
         self._pool = ThreadPoolExecutor(self._store.config.upload_concurrency, thread_name_prefix="s3-part")
 
-    def _upload_part(self, number: int, body: bytes) -> None:
+    def _upload_part(self, number: int, body: bytearray) -> None:
         checksum = part_checksum(body)  # in this part's thread: the C code releases the GIL
         response = self._client.upload_part(
             Bucket=self._bucket, Key=self._full_key, UploadId=self._upload_id, PartNumber=number, Body=body, **checksum

@@ -252,3 +252,38 @@ def test_one_host_plans_the_others_wait_and_take_over_if_it_dies(master, fresh_d
     finally:
         first.close()
         second.close()
+
+
+def test_progress_bar_on_a_terminal_plain_lines_under_cron(master, replica, replica_set, fresh_db, tmp_path) -> None:
+    import os
+    import subprocess
+
+    from tests.integration.helpers import tracker_argv
+
+    make_rows(master, fresh_db, "t", 4000, replica_set)
+    config = write_config(tmp_path, replica, f"file://{tmp_path / 'dest'}", chunk_mb=1)
+    primary, secondary = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            tracker_argv(config, "dump", f"{fresh_db}.t", "--date", DATE), stdout=subprocess.PIPE, stderr=secondary
+        )
+        os.close(secondary)
+        chunks = []
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        os.close(primary)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert "\r[" in terminal and "units" in terminal and "100%" in terminal, terminal[-2000:]
+    assert "event=unit_done" in terminal  # log lines still appear, each on a line cleared of the bar
+
+    piped = run_tracker(config, "dump", f"{fresh_db}.t", "--date", DATE, "--force")
+    assert piped.returncode == 0
+    assert "\r" not in piped.stderr.decode() and "units  " not in piped.stderr.decode()  # cron: log lines only

@@ -127,3 +127,13 @@ def test_combine_feeds_every_meter_in_order() -> None:
     assert both is not None
     both(7)
     assert seen == [("a", 7), ("b", 7)]
+
+
+def test_units_taken_by_another_host_leave_the_totals() -> None:
+    clock = FakeClock(50.0)
+    bar = ProgressBar(total_units=4, total_bytes=4000, stream=Tty(), enabled=True, clock=clock)
+    bar.drop(1000)
+    bar.add(3000)
+    for _ in range(3):
+        bar.unit_done()
+    assert bar.text().startswith("[" + "#" * (len(bar.text().split("]")[0]) - 1) + "] 100%  3/3 units")
