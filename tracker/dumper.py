@@ -117,6 +117,16 @@ class PlanBoard(Protocol):
 
 
 PLAN_VERSION = 1
+# Part names have five digits, and a plan and its claims stay small.
+MAX_UNITS_PER_TABLE = 10_000
+
+
+def effective_chunk_mb(chunk_mb: int, table_bytes: int) -> int:
+    """``chunk_mb``, raised so that a table of any size makes at most ~MAX_UNITS_PER_TABLE ranges."""
+    if chunk_mb <= 0:
+        return chunk_mb
+    least = -(-table_bytes // (MAX_UNITS_PER_TABLE * 1024 * 1024))
+    return max(chunk_mb, least)
 
 
 def plan_document(conn: pymysql.Connection, info: TableInfo, chunk_mb: int) -> dict[str, Any]:
@@ -129,6 +139,7 @@ def plan_document(conn: pymysql.Connection, info: TableInfo, chunk_mb: int) -> d
     pieces = list(zip(info.partitions, info.partition_bytes, info.partition_rows)) or [
         (None, info.data_bytes, info.rows_estimate)
     ]
+    chunk_mb = effective_chunk_mb(chunk_mb, sum(size for _, size, _ in pieces))
     key = None
     if any(wanted_ranges(size, chunk_mb) > 1 for _, size, _ in pieces):
         key = find_key(conn, info.db, info.table)
@@ -184,6 +195,11 @@ def units_from_plan(conn: pymysql.Connection, info: TableInfo, document: dict[st
         units.append(unit)
     if not units:
         raise BadPlan(f"{where}: no units")
+    # A partition added since the plan was made would never be dumped.
+    planned = {u.partition for u in units}
+    here = set(info.partitions) or {None}
+    if planned != here:
+        raise BadPlan(f"{where}: made for partitions {sorted(map(str, planned))}, the table has {sorted(map(str, here))}")
     return units
 
 

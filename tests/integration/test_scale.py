@@ -287,3 +287,19 @@ def test_progress_bar_on_a_terminal_plain_lines_under_cron(master, replica, repl
     piped = run_tracker(config, "dump", f"{fresh_db}.t", "--date", DATE, "--force")
     assert piped.returncode == 0
     assert "\r" not in piped.stderr.decode() and "units  " not in piped.stderr.decode()  # cron: log lines only
+
+
+def test_a_stored_plan_missing_a_partition_fails_the_table(master, replica, replica_set, fresh_db, tmp_path) -> None:
+    master.sql(
+        f"CREATE TABLE {qualified(fresh_db, 'p')} (id INT PRIMARY KEY) PARTITION BY RANGE (id)"
+        " (PARTITION p0 VALUES LESS THAN (10), PARTITION p1 VALUES LESS THAN MAXVALUE)"
+    )
+    master.sql(f"INSERT INTO {qualified(fresh_db, 'p')} VALUES (1), (20)")
+    replica_set.sync()
+    # planned before p1 existed: p1's rows would be missing from a "complete" dataset
+    stored_plan(master, fresh_db, fresh_db, "p", {"version": 1, "key": None, "units": [{"partition": "p0", "range": None}]})
+    dest = tmp_path / "dest"
+    proc = spawn(tmp_path, run_config(tmp_path, replica, dest, fresh_db), "run", "--date", DATE)
+    assert proc.wait(timeout=120) == 1, proc.output()
+    assert "made for partitions ['p0'], the table has ['p0', 'p1']" in proc.output()
+    assert not dataset_dir(dest, fresh_db, fresh_db, "p").exists()

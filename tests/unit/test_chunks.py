@@ -134,3 +134,14 @@ def test_clusters_and_gaps_are_skewed_dense_keys_are_not() -> None:
     count = clusters_estimate(gaps)
     cuts = integer_boundaries(0, max(gaps), 4)
     assert skewed(cuts, 0, max(gaps), 500, lambda a, b: 1, lambda a, b: count(a, b) == 0)
+
+
+def test_chunk_size_grows_so_any_table_fits_the_part_names() -> None:
+    from tracker.dumper import MAX_UNITS_PER_TABLE, effective_chunk_mb
+
+    mib = 1024 * 1024
+    assert effective_chunk_mb(0, 10**15) == 0  # off stays off
+    assert effective_chunk_mb(1024, 50 * 1024 * mib) == 1024
+    petabyte = 2**50
+    chunk = effective_chunk_mb(1, petabyte)
+    assert wanted_ranges(petabyte, chunk) <= MAX_UNITS_PER_TABLE
