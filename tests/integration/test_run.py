@@ -247,6 +247,18 @@ def ensure_replicating(replica_set: ReplicaSet, server: MariaDB) -> None:
 # --- destination ---------------------------------------------------------------------
 
 
+def wait_all_ok(procs: list[Spawned], timeout: float) -> None:
+    """Wait for every process (killing all of them if one hangs); each must exit 0."""
+    try:
+        for proc in procs:
+            proc.wait(timeout=timeout)
+    finally:
+        for proc in procs:
+            proc.kill()
+    for proc in procs:
+        assert proc.proc.returncode == 0, proc.output()
+
+
 def dataset_dir(dest: Path, namespace: str, db: str, table: str, date: str = DATE) -> Path:
     return dest / namespace / encode_segment(db) / encode_segment(table) / f"dt={date}"
 
@@ -313,14 +325,7 @@ def test_two_replicas_split_the_units(master, replica, replica2, replica_set, fr
 
     configs = [run_config(tmp_path, server, dest, fresh_db, workers=1) for server in (replica, replica2)]
     procs = [spawn(tmp_path, config, "run", "--date", DATE) for config in configs]
-    try:
-        for proc in procs:
-            proc.wait(timeout=120)
-    finally:
-        for proc in procs:
-            proc.kill()
-    for proc in procs:
-        assert proc.proc.returncode == 0, proc.output()
+    wait_all_ok(procs, timeout=120)
 
     sources: set[int] = set()
     positions: dict[int, set[str]] = {}

@@ -19,7 +19,7 @@ import pytest
 
 from sandbox import MariaDB
 from tests.integration.helpers import checksum, drop_unreplicated, restore, run_tracker, unreplicated, write_config
-from tests.integration.test_run import DATE, dataset_dir, run_config, source_port, spawn
+from tests.integration.test_run import DATE, dataset_dir, run_config, source_port, spawn, wait_all_ok
 from tracker.db import qualified
 
 GB_ROWS = 1_000_000  # ~1.02 GB of OUTFILE text: 992 binary bytes a row, NULs and backslashes escaped
@@ -59,14 +59,7 @@ def test_gigabyte_table_in_ten_ranges_on_two_replicas(master, replica, replica2,
             spawn(tmp_path, run_config(tmp_path, s, dest, db, workers=1, chunk_mb=chunk_mb), "run", "--date", DATE)
             for s in servers
         ]
-        try:
-            for proc in procs:
-                proc.wait(timeout=600)
-        finally:
-            for proc in procs:
-                proc.kill()
-        for proc in procs:
-            assert proc.proc.returncode == 0, proc.output()
+        wait_all_ok(procs, timeout=600)
 
         directory = dataset_dir(dest, db, db, "big")
         manifest = json.loads((directory / "manifest.json").read_text())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.fakes import FakeClock
+from tests.unit.fakes import FakeClock, hammer
 from tracker.config import (
     Config,
     MySQLConfig,
@@ -101,15 +101,7 @@ def test_rate_is_shared_by_threads() -> None:
     clock = FakeClock()
     rate = RateLimit(1, clock=clock)
 
-    def charge() -> None:
-        for _ in range(1000):
-            rate.charge(1000)
-
-    threads = [threading.Thread(target=charge) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    hammer(lambda: rate.charge(1000))
     assert rate.delay() == pytest.approx(8.0 - 1.0)  # 8 MB at 1 MB/s, less the burst
 
 

@@ -6,7 +6,7 @@ import io
 import threading
 import time
 
-from tests.unit.fakes import FakeClock
+from tests.unit.fakes import FakeClock, hammer
 from tracker.progress import ProgressBar, combine, render
 
 
@@ -100,15 +100,7 @@ def test_enabled_only_on_a_terminal_by_default() -> None:
 def test_add_counts_from_many_threads() -> None:
     bar = ProgressBar(1, 8_000, stream=io.StringIO(), enabled=True)
 
-    def add() -> None:
-        for _ in range(1000):
-            bar.add(1)
-
-    threads = [threading.Thread(target=add) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    hammer(lambda: bar.add(1))
     assert " 8.0/8.0 kB " in bar.text()
 
 
