@@ -42,6 +42,17 @@ def base_part_size(config: S3Config, size_hint: int) -> int:
     return min(base, MAX_PART_BYTES)
 
 
+def parts_in_flight(config: S3Config, base: int) -> int:
+    """Concurrent parts for an upload whose parts start at ``base`` bytes.
+
+    The configured concurrency at the configured part size sets the memory
+    budget; an object large enough to need bigger parts gets fewer in flight
+    rather than more memory (a 5 TB unit's 512 MiB parts go one or two at a time).
+    """
+    budget = config.upload_concurrency * config.part_size_mb * MiB
+    return max(1, min(config.upload_concurrency, budget // base))
+
+
 def part_checksum(body: bytes | bytearray) -> dict[str, str]:
     """Our own CRC-32C of a part for S3 to verify, in place of botocore's CRC32.
 
@@ -80,7 +91,8 @@ class S3Upload(Upload):
         self._upload_id: str | None = None
         self._parts: dict[int, dict[str, str]] = {}
         self._futures: list[Future] = []
-        self._slots = threading.BoundedSemaphore(store.config.upload_concurrency)
+        self._in_flight = parts_in_flight(store.config, self._base)
+        self._slots = threading.BoundedSemaphore(self._in_flight)
         self._pool: ThreadPoolExecutor | None = None
 
     def _open(self) -> None:
@@ -116,7 +128,7 @@ class S3Upload(Upload):
         except Exception as exc:
             raise _s3_error("create multipart upload", self._store.url(self.key), exc) from None
         self._upload_id = response["UploadId"]
-        self._pool = ThreadPoolExecutor(self._store.config.upload_concurrency, thread_name_prefix="s3-part")
+        self._pool = ThreadPoolExecutor(self._in_flight, thread_name_prefix="s3-part")
 
     def _upload_part(self, number: int, body: bytearray) -> None:
         checksum = part_checksum(body)  # in this part's thread: the C code releases the GIL
