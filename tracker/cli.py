@@ -117,7 +117,9 @@ def dump(ctx: click.Context, tables: tuple[str, ...], date_text: str | None, for
     dataset is left alone unless --force.  Name tables as DB.TABLE; quote a
     part containing dots with backticks: `my.db`.events.  Refused (status 3)
     on a server that is not a replica unless --allow-master.  All tables of
-    one dump come from one consistent snapshot.
+    one dump come from one consistent snapshot.  A table larger than
+    chunk_mb is split into key ranges, dumped `workers` at a time; on a
+    terminal a progress bar shows units, bytes and rate.
 
     \b
     Examples:
@@ -159,7 +161,11 @@ def run(ctx: click.Context, date_text: str | None, workers: int | None, dry_run:
     replica it waits until the master's events up to the day after DATE,
     00:00 UTC, are applied (status 3 after replication.wait_seconds), takes
     one consistent snapshot, and dumps the units no other replica holds or
-    finished, claiming each on the master.  Status 1 if any unit failed.
+    finished, claiming each on the master; a table's units (partitions, key
+    ranges of tables above chunk_mb) are planned once per replica set, on
+    the master.  It pauses while the replica lags past
+    replication.max_lag_seconds and keeps to max_mb_per_second.  Status 1
+    if any unit failed.
 
     \b
     Examples (cron, every replica and master of a set):
