@@ -203,6 +203,13 @@ def units_from_plan(conn: pymysql.Connection, info: TableInfo, document: dict[st
     return units
 
 
+def _replan_hint(board: PlanBoard | None) -> str:
+    """How to recover from a stored plan that no longer fits (its table was altered)."""
+    if board is None:
+        return ""
+    return "; to plan the table again, delete its row from the plans table and its claims on the master"
+
+
 def plan_table(
     conn: pymysql.Connection,
     namespace: str,
@@ -223,7 +230,9 @@ def plan_table(
     try:
         units = units_from_plan(conn, info, document)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise BadPlan(f"plan of {db}.{table}: malformed ({type(exc).__name__}: {exc})") from None
+        raise BadPlan(f"plan of {db}.{table}: malformed ({type(exc).__name__}: {exc}){_replan_hint(board)}") from None
+    except BadPlan as exc:
+        raise BadPlan(f"{exc}{_replan_hint(board)}") from None
     if len(units) > 1:
         log.info("event=table_planned table=%s.%s units=%d chunked=%s", db, table, len(units), bool(document.get("key")))
     return TablePlan(
