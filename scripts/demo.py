@@ -39,7 +39,9 @@ SAMPLE = [
     "CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, customer INT, total DECIMAL(10,2), weight FLOAT,"
     " flags BIT(8), status ENUM('new','paid','shipped'), note TEXT)",
     "INSERT INTO shop.orders SELECT seq, 1 + seq % 3, seq * 1.25, seq / 7, seq % 256,"
-    " ELT(1 + seq % 3, 'new', 'paid', 'shipped'), CONCAT('line one\\nline two \\\\ ', seq) FROM shop.seq_1_to_20000",
+    " ELT(1 + seq % 3, 'new', 'paid', 'shipped'), CONCAT('line one\\nline two \\\\ ', seq, REPEAT(' padding', 25))"
+    " FROM shop.seq_1_to_20000",
+    "ANALYZE TABLE shop.orders",  # fresh size estimate: ~5 MB, split into key ranges by chunk_mb: 1
     "CREATE TABLE shop.events (id INT, day DATE, payload JSON, PRIMARY KEY (id, day))"
     " PARTITION BY RANGE COLUMNS (day) (PARTITION p2025 VALUES LESS THAN ('2026-01-01'), PARTITION pmax VALUES LESS THAN (MAXVALUE))",
     "INSERT INTO shop.events SELECT seq, '2025-12-30' + INTERVAL (seq % 5) DAY, JSON_OBJECT('n', seq) FROM shop.seq_1_to_5000",
@@ -67,6 +69,7 @@ def write_config(root: Path, replica, moto: MotoServer) -> Path:
                 "destination": f"s3://{BUCKET}/snapshots",
                 "s3": {"endpoint_url": moto.endpoint_url},
                 "workers": 2,
+                "chunk_mb": 1,  # tiny, so the sample's largest table shows key-range units
                 "tables": {"include": [r"shop\..*"]},
                 "skip_file": str(root / "skip"),
                 "kill_skip_file": str(root / "no_kill"),
@@ -101,6 +104,9 @@ def show(config: Path, moto: MotoServer) -> None:
           f" compression={manifest['compression']} bytes={manifest['bytes']} raw_bytes={manifest['raw_bytes']}")
     for column in manifest["columns"]:
         print(f"  {column['name']:<10} {column['type']:<28} {column['encoding']}")
+    for unit in manifest["units"]:
+        where = unit.get("range", {}).get("where", "whole table")
+        print(f"  part-{unit['index']:05d}  rows={unit['rows']:<6} from {unit['source']:<22} where {where}")
     part = f"s3://{BUCKET}/snapshots/demo/shop/customers/dt={DATE}/part-00000.tsv.lz4"
     result = tracker(config, moto, "cat", "--format", "jsonl", part)
     print(result.stdout, end="")
