@@ -13,8 +13,9 @@ whatever was inserted since planning and whichever replica planned.  The
 boundaries only need to be in the key's order, which is why they are
 always read from the key's index:
 
-* an integer first key column is split arithmetically between its MIN and
-  MAX, ranges on that column alone -- unless the key is badly skewed: a
+* an integer, DATE, DATETIME or TIMESTAMP first key column is split
+  arithmetically between its MIN and MAX (dates as days, times as
+  microseconds), ranges on that column alone -- unless the key is badly skewed: a
   range is empty (one index dive each says so exactly) or the optimizer's
   estimate (``EXPLAIN``, index dives) puts more than ``SKEW_FACTOR`` times
   its share of the table's rows in one range.  Such a key is walked like
@@ -34,6 +35,7 @@ against its type, so a plan read from the master cannot inject SQL.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
@@ -234,14 +236,13 @@ def integer_boundaries(low: int, high: int, parts: int) -> list[int]:
     return [low + span * i // parts for i in range(1, parts)]
 
 
-Estimate = Callable[[int, int], int]  # estimated rows with lower <= key < upper
+Estimate = Callable[[str, "str | None"], int]  # estimated rows with lower <= key (< upper)
 SKEW_FACTOR = 4
 
 
-def skewed(cuts: Sequence[int], low: int, high: int, share: int, estimate: Estimate, empty: Callable[[int, int], bool]) -> bool:
-    """Whether even cuts of the key's span would make badly uneven ranges."""
-    bounds = [low, *cuts, high + 1]
-    pairs = list(zip(bounds, bounds[1:]))
+def skewed(cuts: Sequence[str], low: str, share: int, estimate: Estimate, empty: Callable[[str, str | None], bool]) -> bool:
+    """Whether even cuts of the key's span (from ``low``, its MIN) would make badly uneven ranges."""
+    pairs = list(zip([low, *cuts], [*cuts, None]))
     return any(empty(a, b) for a, b in pairs) or any(estimate(a, b) > SKEW_FACTOR * share for a, b in pairs)
 
 
@@ -267,36 +268,81 @@ def split(
     if parts <= 1:
         return []
     first = key.columns[0]
-    if first.data_type in INTEGER_TYPES:
+    scale = even_scale(first)
+    if scale is not None:
         ident = quote_ident(first.name)
-        row = query_one(conn, f"SELECT MIN({ident}), MAX({ident}) FROM {source} {key.hint()}")
+        row = query_one(
+            conn, f"SELECT CAST(MIN({ident}) AS CHAR), CAST(MAX({ident}) AS CHAR) FROM {source} {key.hint()}"
+        )
         if row is None or row[0] is None:
             return []  # empty: one unit
-        low, high = int(row[0]), int(row[1])
-        cuts = integer_boundaries(low, high, parts)
+        cuts = _even_cuts(scale, str(row[0]), str(row[1]), parts)
         share = max(1, rows_estimate // parts)
-        if cuts and not skewed(cuts, low, high, share, *_range_probes(conn, source, key)):
+        if cuts and not skewed(cuts, str(row[0]), share, *_range_probes(conn, source, key)):
             log.info("event=key_split source=%s method=even ranges=%d", source, len(cuts) + 1)
-            return ranges_from([first.name], [(str(c),) for c in cuts])
+            return ranges_from([first.name], [(c,) for c in cuts])
     boundaries = walk(conn, source, key, parts, rows_estimate)
     log.info("event=key_split source=%s method=walk ranges=%d", source, len(boundaries) + 1)
     return ranges_from(key.names, boundaries)
 
 
-def _range_probes(conn: pymysql.Connection, source: str, key: ChunkKey) -> tuple[Estimate, Callable[[int, int], bool]]:
+@dataclass(frozen=True)
+class Scale:
+    """A first key column's values as integers, so that its span can be cut evenly."""
+
+    to_int: Callable[[str], int]
+    to_text: Callable[[int], str]
+
+
+_EPOCH = dt.datetime(1, 1, 1)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _datetime_to_int(text: str) -> int:
+    return (dt.datetime.fromisoformat(text) - _EPOCH) // _MICROSECOND
+
+
+def _int_to_datetime(value: int) -> str:
+    return (_EPOCH + value * _MICROSECOND).isoformat(sep=" ", timespec="microseconds")
+
+
+def even_scale(column: KeyColumn) -> Scale | None:
+    """Integers as they are, dates as days, DATETIME and TIMESTAMP as microseconds; else None."""
+    if column.data_type in INTEGER_TYPES:
+        return Scale(int, str)
+    if column.data_type == "date":
+        return Scale(lambda t: dt.date.fromisoformat(t).toordinal(), lambda n: dt.date.fromordinal(n).isoformat())
+    if column.data_type in ("datetime", "timestamp"):
+        return Scale(_datetime_to_int, _int_to_datetime)
+    return None
+
+
+def _even_cuts(scale: Scale, low: str, high: str, parts: int) -> list[str]:
+    """Cuts of ``[low, high]`` in the column's own text; [] for values the scale cannot read (zero dates)."""
+    try:
+        return [scale.to_text(c) for c in integer_boundaries(scale.to_int(low), scale.to_int(high), parts)]
+    except (ValueError, OverflowError):
+        return []
+
+
+def _range_probes(
+    conn: pymysql.Connection, source: str, key: ChunkKey
+) -> tuple[Estimate, Callable[[str, str | None], bool]]:
     """Two index-only looks at a range of the first key column: estimated rows, and emptiness."""
-    ident = quote_ident(key.columns[0].name)
+    column = key.columns[0]
+    ident = quote_ident(column.name)
 
-    def where(lower: int, upper: int) -> str:
-        return f"{ident} >= {lower} AND {ident} < {upper}"
+    def where(lower: str, upper: str | None) -> str:
+        bounded = f"{ident} >= {column.literal(lower)}"
+        return bounded if upper is None else f"{bounded} AND {ident} < {column.literal(upper)}"
 
-    def estimate(lower: int, upper: int) -> int:
+    def estimate(lower: str, upper: str | None) -> int:
         with conn.cursor() as cur:
             cur.execute(f"EXPLAIN SELECT 1 FROM {source} {key.hint()} WHERE {where(lower, upper)}")
-            column = [d[0].lower() for d in cur.description].index("rows")
-            return sum(int(r[column] or 0) for r in cur.fetchall())
+            rows_at = [d[0].lower() for d in cur.description].index("rows")
+            return sum(int(r[rows_at] or 0) for r in cur.fetchall())
 
-    def empty(lower: int, upper: int) -> bool:
+    def empty(lower: str, upper: str | None) -> bool:
         return query_one(conn, f"SELECT 1 FROM {source} {key.hint()} WHERE {where(lower, upper)} LIMIT 1") is None
 
     return estimate, empty

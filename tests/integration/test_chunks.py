@@ -8,6 +8,7 @@ into a table with the same primary key also fails on any duplicated row.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 from pathlib import Path
@@ -148,11 +149,22 @@ def test_string_keys_in_their_collation(master, replica, replica_set, fresh_db, 
     assert_chunked(manifest, 3)
 
 
-def test_datetime_key(master, replica, replica_set, fresh_db, tmp_path) -> None:
+@pytest.mark.parametrize("column_type", ["DATETIME(6)", "TIMESTAMP(6)", "DATE"])
+def test_temporal_keys_are_cut_evenly(master, replica, replica_set, fresh_db, tmp_path, column_type) -> None:
     rng = random.Random(5)
-    stamps = {f"20{rng.randrange(10, 38)}-0{rng.randrange(1, 10)}-1{rng.randrange(10)} 0{rng.randrange(10)}:00:00.{rng.randrange(10**6):06d}" for _ in range(5000)}
-    fill(master, fresh_db, "d", "(t DATETIME(6) PRIMARY KEY, pad VARBINARY(1000))", [(s, filler(rng)) for s in stamps], replica_set)
-    assert_chunked(dump_restore_compare(master, replica, fresh_db, "d", tmp_path), 3)
+    if column_type == "DATE":
+        days = rng.sample(range(730_000, 740_000), 5000)
+        stamps = {dt.date.fromordinal(d).isoformat() for d in days}
+    else:
+        stamps = {
+            f"20{rng.randrange(10, 38)}-0{rng.randrange(1, 10)}-1{rng.randrange(10)}"
+            f" 0{rng.randrange(10)}:00:00.{rng.randrange(10**6):06d}"
+            for _ in range(5000)
+        }
+    fill(master, fresh_db, "d", f"(t {column_type} PRIMARY KEY, pad VARBINARY(1000))", [(s, filler(rng)) for s in stamps], replica_set)
+    manifest = dump_restore_compare(master, replica, fresh_db, "d", tmp_path)
+    assert_chunked(manifest, 3)
+    assert "method=even" in manifest["_log"]
 
 
 def test_large_partition_is_chunked_small_one_is_not(master, replica, replica_set, fresh_db, tmp_path) -> None:

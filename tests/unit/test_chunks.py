@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -103,45 +105,60 @@ def test_range_json_round_trip() -> None:
     assert KeyRange.from_json(r.to_json()) == r
 
 
-def clusters_estimate(keys: list[int]):
-    """An exact 'estimate' over a known key set, as the optimizer would give for small tables."""
+def counter(keys: list[int]):
+    """Exact row counts over a known key set, as (estimate, empty) probes on text bounds."""
     import bisect
 
     ordered = sorted(keys)
 
-    def estimate(lower: int, upper: int) -> int:
-        return bisect.bisect_left(ordered, upper) - bisect.bisect_left(ordered, lower)
+    def count(lower: str, upper: str | None) -> int:
+        end = len(ordered) if upper is None else bisect.bisect_left(ordered, int(upper))
+        return end - bisect.bisect_left(ordered, int(lower))
 
-    return estimate
+    return count, lambda lower, upper: count(lower, upper) == 0
+
+
+def text_cuts(low: int, high: int, parts: int) -> list[str]:
+    return [str(c) for c in integer_boundaries(low, high, parts)]
 
 
 def test_clusters_and_gaps_are_skewed_dense_keys_are_not() -> None:
     from tracker.chunks import skewed
 
-    def never_empty(a: int, b: int) -> bool:
-        return False
-
-    dense = list(range(1, 100_001))
-    assert not skewed(integer_boundaries(1, 100_000, 10), 1, 100_000, 10_000, clusters_estimate(dense), never_empty)
-    # a cluster holding most rows, and a sprinkle over the rest of the span
+    count, empty = counter(list(range(1, 100_001)))
+    assert not skewed(text_cuts(1, 100_000, 10), "1", 10_000, count, empty)
+    # a cluster holding most rows, and a sprinkle over the rest of the span: no range is empty
     clustered = list(range(0, 9000)) + list(range(10**9, 10**12, 10**9))
-    estimate = clusters_estimate(clustered)
-    high = max(clustered)
-    assert skewed(integer_boundaries(0, high, 10), 0, high, len(clustered) // 10, estimate, never_empty)
-
-    # two clusters far apart: the ranges between them are empty
+    count, _ = counter(clustered)
+    assert skewed(text_cuts(0, max(clustered), 10), "0", len(clustered) // 10, count, lambda a, b: False)
+    # two clusters far apart: the ranges between them are empty, whatever the estimates say
     gaps = list(range(0, 1000)) + list(range(10**15, 10**15 + 1000))
-    count = clusters_estimate(gaps)
-    cuts = integer_boundaries(0, max(gaps), 4)
-    assert skewed(cuts, 0, max(gaps), 500, lambda a, b: 1, lambda a, b: count(a, b) == 0)
+    _, empty = counter(gaps)
+    assert skewed(text_cuts(0, max(gaps), 4), "0", 500, lambda a, b: 1, empty)
 
 
-def test_chunk_size_grows_so_any_table_fits_the_part_names() -> None:
-    from tracker.dumper import MAX_UNITS_PER_TABLE, effective_chunk_mb
+@given(
+    st.datetimes(min_value=dt.datetime(1000, 1, 1), max_value=dt.datetime(5000, 1, 1)),
+    st.timedeltas(min_value=dt.timedelta(0), max_value=dt.timedelta(days=365 * 4000)),
+    st.integers(2, 50),
+)
+def test_datetime_cuts_increase_and_read_back(low: dt.datetime, width: dt.timedelta, parts: int) -> None:
+    from tracker.chunks import _even_cuts, even_scale
 
-    mib = 1024 * 1024
-    assert effective_chunk_mb(0, 10**15) == 0  # off stays off
-    assert effective_chunk_mb(1024, 50 * 1024 * mib) == 1024
-    petabyte = 2**50
-    chunk = effective_chunk_mb(1, petabyte)
-    assert wanted_ranges(petabyte, chunk) <= MAX_UNITS_PER_TABLE
+    high = low + width
+    scale = even_scale(KeyColumn("t", "datetime"))
+    assert scale is not None
+    cuts = _even_cuts(scale, low.isoformat(sep=" "), high.isoformat(sep=" "), parts)
+    values = [dt.datetime.fromisoformat(c) for c in cuts]
+    assert values == sorted(set(values)) and all(low < v <= high for v in values)
+    assert all(WHEN.literal(c) == f"'{c}'" for c in cuts)
+
+
+def test_dates_and_zero_dates() -> None:
+    from tracker.chunks import _even_cuts, even_scale
+
+    date_scale = even_scale(KeyColumn("d", "date"))
+    assert date_scale is not None
+    assert _even_cuts(date_scale, "2026-01-01", "2026-01-05", 2) == ["2026-01-03"]
+    assert _even_cuts(date_scale, "0000-00-00", "2026-01-05", 2) == []  # walked instead
+    assert even_scale(KeyColumn("s", "varchar", "utf8mb4", "utf8mb4_bin")) is None
