@@ -22,10 +22,15 @@ always read from the key's index:
   the others.  The optimizer's range estimates are too rough to place cuts
   on (InnoDB caps them at half the table and overestimates small ranges
   twofold), but enough to see a cluster;
-* any other key (strings, dates, composite keys whose first column has few
-  values) is walked with ``ORDER BY key LIMIT 1 OFFSET step``: the server
-  reads the index but sends only one row per boundary, and the boundaries
-  come out in the collation's order by construction.
+* a string or binary first key column is sampled: probes spread over its
+  byte range each find the next real key with one index dive, the server
+  sorts those keys in the column's collation, and consecutive keys are
+  grouped by the optimizer's estimates into ranges on that column;
+* any other key (composite keys whose first column has few values, or keys
+  the above leaves badly uneven) is walked with
+  ``ORDER BY key LIMIT 1 OFFSET step``: the server reads the whole index but
+  sends only one row per boundary, and the boundaries come out in the
+  collation's order by construction.
 
 Boundary values travel as data, never as SQL: numbers and temporal values
 as the server prints them, strings as the hex of their bytes.  Literals are
@@ -281,6 +286,15 @@ def split(
         if cuts and not skewed(cuts, str(row[0]), share, *_range_probes(conn, source, key)):
             log.info("event=key_split source=%s method=even ranges=%d", source, len(cuts) + 1)
             return ranges_from([first.name], [(c,) for c in cuts])
+    elif first.form == "hex":
+        try:
+            sampled = sample_cuts(conn, source, key, parts)
+        except pymysql.MySQLError as exc:  # a character set the probes do not suit: walk instead
+            log.warning("event=key_sample_failed source=%s error=%s", source, exc)
+            sampled = None
+        if sampled is not None:
+            log.info("event=key_split source=%s method=sample ranges=%d", source, len(sampled) + 1)
+            return ranges_from([first.name], [(c,) for c in sampled])
     boundaries = walk(conn, source, key, parts, rows_estimate)
     log.info("event=key_split source=%s method=walk ranges=%d", source, len(boundaries) + 1)
     return ranges_from(key.names, boundaries)
@@ -346,6 +360,101 @@ def _range_probes(
         return query_one(conn, f"SELECT 1 FROM {source} {key.hint()} WHERE {where(lower, upper)} LIMIT 1") is None
 
     return estimate, empty
+
+
+PROBES_PER_RANGE = 8
+PROBE_BYTES = 8
+
+
+def probe_points(low: bytes, high: bytes, count: int, radix: int) -> list[bytes]:
+    """``count`` byte strings spread evenly between ``low`` and ``high`` in byte order.
+
+    After the common prefix, the next ``PROBE_BYTES`` bytes are read as a
+    number in base ``radix`` (128 keeps every byte ASCII, valid in any
+    character set; 256 for binary keys) and the span between the two numbers
+    is divided evenly.
+    """
+    common = 0
+    while common < min(len(low), len(high)) and low[common] == high[common]:
+        common += 1
+    prefix = low[:common]
+
+    def number(tail: bytes) -> int:
+        digits = tail[:PROBE_BYTES].ljust(PROBE_BYTES, b"\0")
+        value = 0
+        for byte in digits:
+            value = value * radix + min(byte, radix - 1)
+        return value
+
+    def text(value: int) -> bytes:
+        digits = bytearray()
+        for _ in range(PROBE_BYTES):
+            value, digit = divmod(value, radix)
+            digits.append(digit)
+        return prefix + bytes(reversed(digits)).rstrip(b"\0")
+
+    first, last = number(low[common:]), number(high[common:])
+    return [text(first + (last - first) * i // count) for i in range(1, count)]
+
+
+def sample_cuts(conn: pymysql.Connection, source: str, key: ChunkKey, parts: int) -> list[str] | None:
+    """Cuts of a string or binary first key column from index dives, not a scan; None if too few.
+
+    Probes spread over the key's byte range each find, with one dive, the
+    next real key; the server sorts those keys in the column's collation
+    (byte order and collation order differ), and consecutive keys are
+    grouped into ranges of about equal estimated rows.  Keys that do not
+    spread over the probed bytes (long shared prefixes beyond them, most
+    characters outside ASCII) find too few keys, and the caller walks.
+    """
+    column = key.columns[0]
+    ident = quote_ident(column.name)
+    row = query_one(conn, f"SELECT HEX(MIN({ident})), HEX(MAX({ident})) FROM {source} {key.hint()}")
+    if row is None or row[0] is None:
+        return []
+    radix = 256 if column.data_type in BINARY_TYPES else 128
+    found: set[str] = set()
+    for probe in probe_points(bytes.fromhex(row[0]), bytes.fromhex(row[1]), parts * PROBES_PER_RANGE, radix):
+        hit = query_one(
+            conn,
+            f"SELECT HEX({ident}) FROM {source} {key.hint()} WHERE {ident} >= {column.literal(probe.hex().upper())}"
+            f" ORDER BY {ident} LIMIT 1",
+        )
+        if hit is not None and hit[0] != row[0]:
+            found.add(str(hit[0]))
+    if len(found) < parts:
+        return None
+    keys = collation_sorted(conn, column, sorted(found))
+    estimate, _ = _range_probes(conn, source, key)
+    segments = [estimate(a, b) for a, b in zip([row[0], *keys], [*keys, None])]
+    return group_cuts(keys, segments, parts)
+
+
+def group_cuts(keys: Sequence[str], segments: Sequence[int], parts: int) -> list[str] | None:
+    """Up to ``parts - 1`` of ``keys`` as cuts, each closing about a ``parts``-th of the estimated rows.
+
+    ``segments[i]`` is the estimate of rows before ``keys[i]`` (since the
+    previous key); the last segment is from the last key on.  None when the
+    ranges would still be badly uneven: a cluster the probes did not split.
+    """
+    target = max(1, sum(segments) // parts)
+    cuts: list[str] = []
+    ranges = [0]
+    for key, rows in zip(keys, segments):
+        ranges[-1] += rows
+        if ranges[-1] >= target and len(cuts) < parts - 1:
+            cuts.append(key)
+            ranges.append(0)
+    ranges[-1] += sum(segments[len(keys) :])
+    return None if max(ranges) > 2 * target else cuts
+
+
+def collation_sorted(conn: pymysql.Connection, column: KeyColumn, values: Sequence[str]) -> list[str]:
+    """``values`` (hex) in the order the server compares them in ``column``'s collation."""
+    literals = [column.literal(v) for v in values]
+    union = " UNION ALL ".join(f"SELECT {lit} AS v" for lit in literals)
+    rows = query_all(conn, f"SELECT HEX(v) FROM ({union}) AS probes ORDER BY v")
+    return [str(r[0]) for r in rows]
 
 
 def walk(conn: pymysql.Connection, source: str, key: ChunkKey, parts: int, rows_estimate: int) -> list[tuple[str, ...]]:

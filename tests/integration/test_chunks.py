@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import uuid
 from pathlib import Path
 
 import lz4.frame
@@ -147,6 +148,30 @@ def test_string_keys_in_their_collation(master, replica, replica_set, fresh_db, 
     fill(master, fresh_db, "s", f"(k {column_type} NOT NULL PRIMARY KEY, pad VARBINARY(1000))", [(k, filler(rng)) for k in keys], replica_set)
     manifest = dump_restore_compare(master, replica, fresh_db, "s", tmp_path)
     assert_chunked(manifest, 3)
+
+
+@pytest.mark.parametrize(
+    "column_type, make_key",
+    [
+        ("CHAR(36) CHARACTER SET ascii", lambda rng, i: str(uuid.UUID(int=rng.getrandbits(128), version=4))),
+        ("VARCHAR(40) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci", lambda rng, i: f"user-{i * 7919 % 1000003:07d}"),
+        ("BINARY(16)", lambda rng, i: rng.randbytes(16)),
+        # byte order (B < a) is not the collation's (a < B): cuts must be in the collation's order
+        (
+            "VARCHAR(40) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci",
+            lambda rng, i: "".join(rng.choice("aAbBcCdDxXyYzZ09_-") for _ in range(12)),
+        ),
+    ],
+)
+def test_string_keys_are_sampled_not_walked(master, replica, replica_set, fresh_db, tmp_path, column_type, make_key) -> None:
+    rng = random.Random(column_type)
+    keys = {make_key(rng, i) for i in range(6000)}
+    fill(master, fresh_db, "s", f"(k {column_type} NOT NULL PRIMARY KEY, pad VARBINARY(1000))", [(k, filler(rng)) for k in keys], replica_set)
+    manifest = dump_restore_compare(master, replica, fresh_db, "s", tmp_path)
+    assert_chunked(manifest, 3)
+    assert "method=sample" in manifest["_log"]
+    rows = [u["rows"] for u in manifest["units"]]
+    assert max(rows) <= 3 * len(keys) / len(rows), rows
 
 
 @pytest.mark.parametrize("column_type", ["DATETIME(6)", "TIMESTAMP(6)", "DATE"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 from hypothesis import given
@@ -162,3 +163,42 @@ def test_dates_and_zero_dates() -> None:
     assert _even_cuts(date_scale, "2026-01-01", "2026-01-05", 2) == ["2026-01-03"]
     assert _even_cuts(date_scale, "0000-00-00", "2026-01-05", 2) == []  # walked instead
     assert even_scale(KeyColumn("s", "varchar", "utf8mb4", "utf8mb4_bin")) is None
+
+
+@given(st.binary(max_size=20), st.binary(max_size=20), st.integers(2, 200), st.sampled_from([128, 256]))
+def test_probe_points_lie_between_the_ends_in_byte_order(a: bytes, b: bytes, count: int, radix: int) -> None:
+    from tracker.chunks import probe_points
+
+    low, high = min(a, b), max(a, b)
+    if radix == 128:
+        low, high = bytes(min(x, 127) for x in low), bytes(min(x, 127) for x in high)
+        low, high = min(low, high), max(low, high)
+    points = probe_points(low, high, count, radix)
+    assert len(points) == count - 1
+    assert points == sorted(points)
+    common = len(os.path.commonprefix([low, high]))
+    width = common + 8
+
+    def padded(value: bytes) -> bytes:
+        return value[:width].ljust(width, b"\0")
+
+    assert all(p.startswith(low[:common]) for p in points)
+    assert all(padded(low) <= padded(p) <= padded(high) for p in points)
+    if radix == 128:
+        assert all(byte < 128 for p in points for byte in p)
+
+
+def test_probe_points_spread_over_what_differs() -> None:
+    from tracker.chunks import probe_points
+
+    points = probe_points(b"user-000001", b"user-999999", 10, 128)
+    assert all(p.startswith(b"user-") for p in points)
+    assert len({p[5:6] for p in points}) >= 8  # spread over the digit after the shared prefix
+
+
+def test_group_cuts_balance_estimates_and_refuse_a_cluster() -> None:
+    from tracker.chunks import group_cuts
+
+    keys = [f"{i:02X}" for i in range(1, 40)]
+    assert group_cuts(keys, [10] * 40, 4) == ["0A", "14", "1E"]
+    assert group_cuts(keys, [10] * 20 + [50_000] + [10] * 19, 4) is None  # one segment holds nearly all
