@@ -288,7 +288,7 @@ def split(
             return ranges_from([first.name], [(c,) for c in cuts])
     elif first.form == "hex":
         try:
-            sampled = sample_cuts(conn, source, key, parts)
+            sampled = sample_cuts(conn, source, key, parts, rows_estimate)
         except pymysql.MySQLError as exc:  # a character set the probes do not suit: walk instead
             log.warning("event=key_sample_failed source=%s error=%s", source, exc)
             sampled = None
@@ -397,37 +397,77 @@ def probe_points(low: bytes, high: bytes, count: int, radix: int) -> list[bytes]
     return [text(first + (last - first) * i // count) for i in range(1, count)]
 
 
-def sample_cuts(conn: pymysql.Connection, source: str, key: ChunkKey, parts: int) -> list[str] | None:
-    """Cuts of a string or binary first key column from index dives, not a scan; None if too few.
+def sample_cuts(
+    conn: pymysql.Connection, source: str, key: ChunkKey, parts: int, rows_estimate: int
+) -> list[str] | None:
+    """Cuts of a string or binary first key column from index dives, not a scan; None if uneven.
 
     Probes spread over the key's byte range each find, with one dive, the
     next real key; the server sorts those keys in the column's collation
-    (byte order and collation order differ), and consecutive keys are
-    grouped into ranges of about equal estimated rows.  Keys that do not
-    spread over the probed bytes (long shared prefixes beyond them, most
-    characters outside ASCII) find too few keys, and the caller walks.
+    (byte order and collation order differ).  Where two consecutive keys
+    found hold more than a range's share of rows between them (few distinct
+    leading characters, a case-insensitive collation, a cluster), that gap
+    alone is walked.  Consecutive keys are then grouped into ranges of about
+    equal estimated rows.  Uniform keys (UUIDs, hashes) need no walking.
     """
     column = key.columns[0]
     ident = quote_ident(column.name)
     row = query_one(conn, f"SELECT HEX(MIN({ident})), HEX(MAX({ident})) FROM {source} {key.hint()}")
     if row is None or row[0] is None:
         return []
+    low, high = str(row[0]), str(row[1])
     radix = 256 if column.data_type in BINARY_TYPES else 128
     found: set[str] = set()
-    for probe in probe_points(bytes.fromhex(row[0]), bytes.fromhex(row[1]), parts * PROBES_PER_RANGE, radix):
+    for probe in probe_points(bytes.fromhex(low), bytes.fromhex(high), parts * PROBES_PER_RANGE, radix):
         hit = query_one(
             conn,
-            f"SELECT HEX({ident}) FROM {source} {key.hint()} WHERE {ident} >= {column.literal(probe.hex().upper())}"
-            f" ORDER BY {ident} LIMIT 1",
+            f"SELECT HEX({ident}) FROM {source} {key.hint()}"
+            f" WHERE {ident} >= {column.literal(probe.hex().upper())} ORDER BY {ident} LIMIT 1",
         )
-        if hit is not None and hit[0] != row[0]:
+        if hit is not None and hit[0] != low:
             found.add(str(hit[0]))
-    if len(found) < parts:
-        return None
-    keys = collation_sorted(conn, column, sorted(found))
     estimate, _ = _range_probes(conn, source, key)
-    segments = [estimate(a, b) for a, b in zip([row[0], *keys], [*keys, None])]
-    return group_cuts(keys, segments, parts)
+    keys = collation_sorted(conn, column, sorted(found))
+    segments = [estimate(a, b) for a, b in zip([low, *keys], [*keys, None])]
+    share = max(1, sum(segments) // parts)
+    step = max(1, rows_estimate // (parts * 4))  # fine enough for grouping to come out even
+    bounds: list[str | None] = [low, *keys, None]
+    for i, rows in enumerate(segments):
+        if rows > share // 2:
+            found.update(walk_between(conn, source, key, bounds[i] or low, bounds[i + 1], step, 8 * parts))
+    if len(found) > len(keys):  # gaps were walked
+        keys = collation_sorted(conn, column, sorted(found))
+        segments = [estimate(a, b) for a, b in zip([low, *keys], [*keys, None])]
+    return group_cuts(keys, segments, parts) if len(keys) >= parts - 1 else None
+
+
+def walk_between(
+    conn: pymysql.Connection, source: str, key: ChunkKey, start: str, end: str | None, step: int, limit: int
+) -> list[str]:
+    """First-column values every ``step`` rows from ``start`` up to ``end`` (hex), at most ``limit``.
+
+    Reads only the index entries of that gap.  A value repeated more than
+    ``step`` times (a composite key) is stepped over to the next distinct one.
+    """
+    column = key.columns[0]
+    ident = quote_ident(column.name)
+    upper = "" if end is None else f" AND {ident} < {column.literal(end)}"
+    values: list[str] = []
+    current, strict = start, False
+    while len(values) < limit:
+        op, offset = (">", 0) if strict else (">=", step)
+        hit = query_one(
+            conn,
+            f"SELECT HEX({ident}) FROM {source} {key.hint()} WHERE {ident} {op} {column.literal(current)}{upper}"
+            f" ORDER BY {ident} LIMIT 1 OFFSET {offset}",
+        )
+        if hit is None:
+            break
+        strict = hit[0] == current
+        if not strict:
+            values.append(str(hit[0]))
+            current = str(hit[0])
+    return values
 
 
 def group_cuts(keys: Sequence[str], segments: Sequence[int], parts: int) -> list[str] | None:

@@ -221,3 +221,18 @@ def test_chunk_mb_zero_turns_chunking_off(master, replica, replica_set, fresh_db
     fill(master, fresh_db, "off", "(id INT PRIMARY KEY, pad VARBINARY(1000))", [(i, filler(rng)) for i in range(5000)], replica_set)
     manifest = dump_restore_compare(master, replica, fresh_db, "off", tmp_path, chunk_mb=0)
     assert len(manifest["units"]) == 1
+
+
+def test_string_first_column_with_many_rows_per_value(master, replica, replica_set, fresh_db, tmp_path) -> None:
+    """Ranges on a first column that repeats: every value's rows stay in one range, none lost."""
+    rng = random.Random(9)
+    names = [f"{rng.choice('aAbBzZ')}{i:03d}" for i in range(60)]
+    rows = [(name, n, filler(rng)) for name in names for n in range(100)]
+    fill(
+        master, fresh_db, "rep",
+        "(name VARCHAR(20) COLLATE utf8mb4_general_ci NOT NULL, n INT NOT NULL, pad VARBINARY(1000), PRIMARY KEY (name, n))",
+        rows, replica_set,
+    )
+    manifest = dump_restore_compare(master, replica, fresh_db, "rep", tmp_path)
+    assert_chunked(manifest, 3)
+    assert all(u["rows"] % 100 == 0 for u in manifest["units"]), [u["rows"] for u in manifest["units"]]
