@@ -431,10 +431,9 @@ def sample_cuts(
     segments = [estimate(a, b) for a, b in zip([low, *keys], [*keys, None])]
     share = max(1, sum(segments) // parts)
     step = max(1, rows_estimate // (parts * 4))  # fine enough for grouping to come out even
-    bounds: list[str | None] = [low, *keys, None]
-    for i, rows in enumerate(segments):
+    for start, end, rows in zip([low, *keys], [*keys, None], segments):
         if rows > share // 2:
-            found.update(walk_between(conn, source, key, bounds[i] or low, bounds[i + 1], step, 8 * parts))
+            found.update(walk_between(conn, source, key, start, end, step, 8 * parts))
     if len(found) > len(keys):  # gaps were walked
         keys = collation_sorted(conn, column, sorted(found))
         segments = [estimate(a, b) for a, b in zip([low, *keys], [*keys, None])]
