@@ -286,12 +286,18 @@ class ClaimStore:
         return units, [json.loads(r[2]) for r in rows if r[1] == "done" and r[2]]
 
     def listing(self, namespace: str, date: dt.date) -> list[tuple]:
+        """Tables being planned (state ``planning``, unit None), then every claim."""
+        _, planning = self.execute(
+            f"SELECT db, tbl, NULL, 0, 'planning', host, NULL, NULL, NULL, expires_at, NULL, expires_at < NOW(6)"
+            f" FROM {self.plans} WHERE namespace = %s AND ds = %s AND plan IS NULL ORDER BY db, tbl",
+            (namespace, date),
+        )
         _, rows = self.execute(
             f"SELECT db, tbl, unit, units, state, host, port, pid, claimed_at, expires_at, done_at,"
             f" expires_at < NOW(6) FROM {self.table} WHERE namespace = %s AND ds = %s ORDER BY db, tbl, unit",
             (namespace, date),
         )
-        return rows
+        return planning + rows
 
 
 def _label(key: UnitKey) -> str:

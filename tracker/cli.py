@@ -218,7 +218,7 @@ def verify(ctx: click.Context, date_text: str | None) -> None:
 @click.option("--date", "date_text", metavar="YYYY-MM-DD", help="Dataset date [default: yesterday, UTC].")
 @click.pass_context
 def locks(ctx: click.Context, date_text: str | None) -> None:
-    """Show the claims on the master for a date: active leases and done units.
+    """Show the claims on the master for a date: tables being planned, active leases, done units.
 
     \b
     Examples:
@@ -231,8 +231,10 @@ def locks(ctx: click.Context, date_text: str | None) -> None:
         rows = claims_listing(_load_config(ctx), date)
         click.echo("STATE   UNIT                                     HOST:PORT (PID)               SINCE                       EXPIRES/DONE")
         for db, tbl, unit, units, state, host, port, pid, since, expires, done_at, expired in rows:
-            name = f"{db}.{tbl}/part-{unit:05d} of {units}"
-            owner = f"{host}:{port} ({pid})"
+            if state == "planning":  # a host is choosing the table's units
+                name, owner, since = f"{db}.{tbl} (its units)", host, ""
+            else:
+                name, owner = f"{db}.{tbl}/part-{unit:05d} of {units}", f"{host}:{port} ({pid})"
             until = done_at if state == "done" else f"{expires}{' EXPIRED' if expired else ''}"
             click.echo(f"{state:<7} {name:<40} {owner:<29} {since!s:<27} {until}")
         return EXIT_OK

@@ -305,3 +305,16 @@ def test_a_stored_plan_missing_a_partition_fails_the_table(master, replica, repl
     assert proc.wait(timeout=120) == 1, proc.output()
     assert "made for partitions ['p0'], the table has ['p0', 'p1']" in proc.output()
     assert not dataset_dir(dest, fresh_db, fresh_db, "p").exists()
+
+
+def test_locks_shows_tables_being_planned(master, replica, fresh_db, tmp_path) -> None:
+    claim_store(master, fresh_db, "setup").close()  # the tables exist
+    master.sql(
+        "INSERT INTO tracker.plans (namespace, db, tbl, ds, host, token, expires_at)"
+        f" VALUES ('{fresh_db}', 'shop', 'orders', '{DATE}', 'db-7', REPEAT('0', 32), NOW(6) + INTERVAL 300 SECOND)"
+    )
+    config = run_config(tmp_path, replica, tmp_path / "dest", fresh_db)
+    result = run_tracker(config, "locks", "--date", DATE, timeout=30)
+    assert result.returncode == 0, result.stderr.decode()
+    lines = [line.split() for line in result.stdout.decode().splitlines()]
+    assert ["planning", "shop.orders", "(its", "units)", "db-7"] == lines[1][:5], lines
