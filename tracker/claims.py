@@ -179,12 +179,15 @@ class ClaimStore:
         date: dt.date,
         compute: Callable[[], dict[str, Any]],
         cancel: threading.Event | None = None,
-    ) -> dict[str, Any]:
+        wait: bool = True,
+    ) -> dict[str, Any] | None:
         """The table's plan for ``date``: the stored one, else ``compute()``'s, stored first.
 
         The first host inserts a row without a plan and computes it under a
         lease (kept alive while it works); the others wait for the plan, and
-        take the planning over if that lease expires (its host died).
+        take the planning over if that lease expires (its host died).  With
+        ``wait=False`` a table another host is planning returns None at once,
+        so the caller can plan other tables meanwhile.
         """
         where = "namespace = %s AND db = %s AND tbl = %s AND ds = %s"
         args = (self.namespace, db, table, date)
@@ -212,6 +215,8 @@ class ClaimStore:
                 if document is not None:
                     return document
                 continue  # our lease lapsed and another host's plan won
+            if not wait:
+                return None
             if cancel.wait(PLAN_POLL_SECONDS):
                 raise PlanningStopped(f"stopped while waiting for another host to plan {db}.{table}")
 

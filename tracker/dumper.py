@@ -113,7 +113,8 @@ class PlanBoard(Protocol):
         date: dt.date,
         compute: Callable[[], dict[str, Any]],
         cancel: threading.Event | None = None,
-    ) -> dict[str, Any]: ...
+        wait: bool = True,
+    ) -> dict[str, Any] | None: ...
 
 
 PLAN_VERSION = 1
@@ -219,14 +220,20 @@ def plan_table(
     chunk_mb: int,
     board: PlanBoard | None = None,
     cancel: threading.Event | None = None,
-) -> TablePlan:
-    """Everything needed to dump a table; its units agreed on ``board`` when given."""
+    wait: bool = True,
+) -> TablePlan | None:
+    """Everything needed to dump a table; its units agreed on ``board`` when given.
+
+    None only with ``wait=False``, while another host plans the table.
+    """
     info = find_table(conn, db, table)
 
     def compute() -> dict[str, Any]:
         return plan_document(conn, info, chunk_mb)
 
-    document = board.shared_plan(db, table, date, compute, cancel) if board is not None else compute()
+    document = board.shared_plan(db, table, date, compute, cancel, wait) if board is not None else compute()
+    if document is None:
+        return None
     try:
         units = units_from_plan(conn, info, document)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

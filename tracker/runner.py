@@ -172,24 +172,35 @@ class Runner:
             if self.config.tables.wanted(db, table)
         ]
         tables.sort(key=lambda t: self.config.tables.rank(*t))
-        plans, failed = [], []
+        pending = []
         for db, table in tables:
             # Check the destination first: a fleet re-run finds most tables
             # complete, and planning costs several queries per table.
             if self.store.exists(DatasetKeys(self.config.namespace, db, table, date).success):
                 log.info("event=skip_complete table=%s.%s date=%s", db, table, date)
                 continue
-            try:
-                plans.append(
-                    plan_table(conn, self.config.namespace, db, table, date, self.config.chunk_mb, board, self.cancel)
-                )
-            except (TrackerError, pymysql.MySQLError) as exc:
-                if isinstance(exc, LeaseLost) or self.cancel.is_set():
-                    raise  # the master is gone, or we were stopped: nothing else can be done either
-                message = f"{db}.{table}: planning failed: {describe_failure(exc)}"
-                log.error("event=plan_failed table=%s.%s error=%s", db, table, describe_failure(exc))
-                failed.append(message)
-        return plans, failed
+            pending.append((db, table))
+        plans: dict[tuple[str, str], TablePlan] = {}
+        failed: list[str] = []
+        # First pass: skip tables another host is planning (hosts started
+        # together then plan different tables at once); second pass: wait.
+        for wait in (False, True):
+            for db, table in [t for t in pending if t not in plans]:
+                try:
+                    plan = plan_table(
+                        conn, self.config.namespace, db, table, date, self.config.chunk_mb, board, self.cancel, wait
+                    )
+                except (TrackerError, pymysql.MySQLError) as exc:
+                    if isinstance(exc, LeaseLost) or self.cancel.is_set():
+                        raise  # the master is gone, or we were stopped: nothing else can be done either
+                    log.error("event=plan_failed table=%s.%s error=%s", db, table, describe_failure(exc))
+                    failed.append(f"{db}.{table}: planning failed: {describe_failure(exc)}")
+                    pending.remove((db, table))
+                    continue
+                if plan is not None:
+                    plans[(db, table)] = plan
+        ordered = [plans[t] for t in pending if t in plans]  # priority order, as listed
+        return ordered, failed
 
     def _dump(
         self, jobs: list[_Job], units: UnitDumper, snapshot: Snapshot, claims: ClaimStore, date: dt.date, failed: list[str]

@@ -222,6 +222,9 @@ def test_one_host_plans_the_others_wait_and_take_over_if_it_dies(master, fresh_d
         planner = threading.Thread(target=lambda: got.setdefault("first", first.shared_plan(fresh_db, "t", date, slow_plan)))
         planner.start()
         time.sleep(0.5)  # the first host holds the planning lease now
+        started = time.monotonic()
+        assert second.shared_plan(fresh_db, "t", date, lambda: {"by": "second"}, wait=False) is None
+        assert time.monotonic() - started < 0.5, "not waiting means not waiting"
         waiter = threading.Thread(
             target=lambda: got.setdefault("second", second.shared_plan(fresh_db, "t", date, lambda: {"by": "second"}))
         )
