@@ -115,6 +115,16 @@ def test_run_sections(tmp_path: Path, base: dict) -> None:
     assert (cfg.locks.schema, cfg.locks.lease_seconds, cfg.retries) == ("tracker_locks", 120, 1)
 
 
+def test_load_control_and_chunking(tmp_path: Path, base: dict) -> None:
+    defaults = config.load(write(tmp_path, base))
+    assert (defaults.chunk_mb, defaults.max_mb_per_second, defaults.replication.max_lag_seconds) == (1024, None, None)
+    base.update(chunk_mb=0, max_mb_per_second=2.5, replication={"max_lag_seconds": 300})
+    cfg = config.load(write(tmp_path, base))
+    assert (cfg.chunk_mb, cfg.max_mb_per_second, cfg.replication.max_lag_seconds) == (0, 2.5, 300)
+    base.update(max_mb_per_second=200)
+    assert config.load(write(tmp_path, base)).max_mb_per_second == 200.0
+
+
 def test_run_defaults(tmp_path: Path, base: dict) -> None:
     cfg = config.load(write(tmp_path, base))
     assert cfg.master is None
@@ -133,6 +143,13 @@ def test_run_defaults(tmp_path: Path, base: dict) -> None:
         (lambda d: d.update(locks={"lease_seconds": 1}), "locks.lease_seconds", "between 2"),
         (lambda d: d.update(master={"port": 3306}), "master.host", "missing"),
         (lambda d: d.update(retries=-1), "retries", "between 0"),
+        (lambda d: d.update(chunk_mb=-1), "chunk_mb", "between 0"),
+        (lambda d: d.update(chunk_mb="1G"), "chunk_mb", "expected an integer"),
+        (lambda d: d.update(max_mb_per_second=0), "max_mb_per_second", "positive"),
+        (lambda d: d.update(max_mb_per_second="fast"), "max_mb_per_second", "expected an integer or a number"),
+        (lambda d: d.update(max_mb_per_second=True), "max_mb_per_second", "expected"),
+        (lambda d: d.update(replication={"max_lag_seconds": 0}), "replication.max_lag_seconds", "between 1"),
+        (lambda d: d.update(replication={"max_lag_seconds": "1h"}), "replication.max_lag_seconds", "expected an integer"),
     ],
 )
 def test_invalid_run_sections(tmp_path: Path, base: dict, change, key: str, words: str) -> None:
