@@ -160,12 +160,8 @@ class Runner:
         finally:
             claims.close()
 
-    def _plan(self, conn: pymysql.Connection, date: dt.date, board: ClaimStore | None) -> tuple[list[TablePlan], list[str]]:
-        """Wanted tables not complete yet, priority tables first; and those that failed planning.
-
-        A table that cannot be planned (dropped meanwhile, or altered so that
-        the plan stored on the master no longer fits) fails alone.
-        """
+    def _pending(self, conn: pymysql.Connection, date: dt.date) -> list[tuple[str, str]]:
+        """Wanted tables whose dataset is not complete yet, priority tables first."""
         tables = [
             (db, table)
             for db, table in list_tables(conn, (self.config.locks.schema,))
@@ -180,6 +176,15 @@ class Runner:
                 log.info("event=skip_complete table=%s.%s date=%s", db, table, date)
                 continue
             pending.append((db, table))
+        return pending
+
+    def _plan(self, conn: pymysql.Connection, date: dt.date, board: ClaimStore | None) -> tuple[list[TablePlan], list[str]]:
+        """Plans of the pending tables, in priority order; and the tables that failed planning.
+
+        A table that cannot be planned (dropped meanwhile, or altered so that
+        the plan stored on the master no longer fits) fails alone.
+        """
+        pending = self._pending(conn, date)
         plans: dict[tuple[str, str], TablePlan] = {}
         failed: list[str] = []
         # First pass: skip tables another host is planning (hosts started
