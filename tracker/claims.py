@@ -280,27 +280,27 @@ class ClaimStore:
             log.info("event=lease_taken_over unit=%s", _label(key))
         return Lease(self, key, token, on_lost)
 
-    def done_results(self, namespace: str, db: str, table: str, date: dt.date) -> tuple[int, list[dict[str, Any]]]:
+    def done_results(self, db: str, table: str, date: dt.date) -> tuple[int, list[dict[str, Any]]]:
         """(units the table has, results of its done units)."""
         _, rows = self.execute(
             f"SELECT units, state, result FROM {self.table}"
             " WHERE namespace = %s AND db = %s AND tbl = %s AND ds = %s",
-            (namespace, db, table, date),
+            (self.namespace, db, table, date),
         )
         units = max((int(r[0]) for r in rows), default=0)
         return units, [json.loads(r[2]) for r in rows if r[1] == "done" and r[2]]
 
-    def listing(self, namespace: str, date: dt.date) -> list[tuple]:
+    def listing(self, date: dt.date) -> list[tuple]:
         """Tables being planned (state ``planning``, unit None), then every claim."""
         _, planning = self.execute(
             f"SELECT db, tbl, NULL, 0, 'planning', host, NULL, NULL, NULL, expires_at, NULL, expires_at < NOW(6)"
             f" FROM {self.plans} WHERE namespace = %s AND ds = %s AND plan IS NULL ORDER BY db, tbl",
-            (namespace, date),
+            (self.namespace, date),
         )
         _, rows = self.execute(
             f"SELECT db, tbl, unit, units, state, host, port, pid, claimed_at, expires_at, done_at,"
             f" expires_at < NOW(6) FROM {self.table} WHERE namespace = %s AND ds = %s ORDER BY db, tbl, unit",
-            (namespace, date),
+            (self.namespace, date),
         )
         return planning + rows
 

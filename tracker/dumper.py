@@ -186,17 +186,14 @@ def units_from_plan(conn: pymysql.Connection, info: TableInfo, document: dict[st
     units = []
     for index, entry in enumerate(document["units"]):
         partition = entry.get("partition")
-        if partition is not None and partition not in info.partitions:
-            raise BadPlan(f"{where}: partition {partition!r} does not exist here")
         key_range = KeyRange.from_json(entry["range"]) if entry.get("range") else None
         if key_range is not None and key is None:
             raise BadPlan(f"{where}: a range without a key")
         unit = Unit(info.db, info.table, index, partition, int(entry.get("bytes", 0)), key_range, key)
         unit.where()  # renders every literal now: a bad value fails planning, not a dump
         units.append(unit)
-    if not units:
-        raise BadPlan(f"{where}: no units")
-    # A partition added since the plan was made would never be dumped.
+    # A partition added since the plan was made would never be dumped; one
+    # dropped since would fail every dump of it.  No units at all fails too.
     planned = {u.partition for u in units}
     here = set(info.partitions) or {None}
     if planned != here:
@@ -304,7 +301,6 @@ class UnitDumper:
         cancel = cancel or self.cancel
         if cancel.is_set():
             raise Cancelled("stopped by request")
-        self.pacer.before_unit(cancel)
         key = plan.keys.part(unit.index, self.config.compression)
         path = self._outfile_path()
         statement = select_statement(
@@ -479,6 +475,7 @@ class Dumper:
         plan, _outcome, unit = job
         snapshot.ensure_fresh(conn)
         scope = StopScope(self.cancel)
+        units.pacer.before_unit(scope)
         with snapshot.unit(conn, scope):
             try:
                 return units.dump(conn, plan, unit, snapshot.position_of(conn), cancel=scope)

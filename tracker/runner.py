@@ -268,7 +268,7 @@ class Runner:
             lease.release()
             raise
         lease.mark_done(entry)
-        total, results = claims.done_results(self.config.namespace, plan.info.db, plan.info.table, plan.keys.date)
+        total, results = claims.done_results(plan.info.db, plan.info.table, plan.keys.date)
         if len(results) < total:
             return "dumped"
         units.finish_table(plan, results)

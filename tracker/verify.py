@@ -61,6 +61,6 @@ def claims_listing(config: Config, date: dt.date) -> list[tuple]:
     claims = ClaimStore(master, config.locks, Owner(server.hostname, server.port), config.namespace)
     try:
         claims.ensure_table()
-        return claims.listing(config.namespace, date)
+        return claims.listing(date)
     finally:
         claims.close()
