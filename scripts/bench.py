@@ -69,7 +69,7 @@ for _path in (REPO, SCRIPTS):
 import bench_mydumper  # noqa: E402
 from sandbox import TRACKER_PASSWORD, TRACKER_USER, MariaDB, MotoServer, ReplicaSet, start_replica_set  # noqa: E402
 from tests.integration.helpers import Sampler, outfile_bytes_on_disk, peak_rss, write_config  # noqa: E402
-from tracker.layout import DatasetKeys  # noqa: E402
+from tracker.store.layout import DatasetKeys  # noqa: E402
 
 log = logging.getLogger("bench")
 _RUN_NUMBER = itertools.count()

@@ -27,5 +27,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[${extra}]"
-.venv/bin/python -c 'import tracker.unescape as u; assert u.ACCELERATED, "C un-escaper was not built"'
+.venv/bin/python -c 'import tracker.dump.unescape as u; assert u.ACCELERATED, "C un-escaper was not built"'
 echo "install: ok (.venv, extra=${extra})" >&2

@@ -17,14 +17,14 @@ from typing import Callable, NoReturn
 import click
 
 from tracker import config as config_mod
-from tracker.dumper import Dumper, TableOutcome
+from tracker.dump.dumper import Dumper, TableOutcome
 from tracker.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TrackerError, UsageError
 from tracker.names import parse_table_name
-from tracker.kill import kill as kill_dumps
-from tracker.reader import cat as cat_object
-from tracker.runner import Runner
-from tracker.verify import claims_listing
-from tracker.verify import verify as run_verify
+from tracker.replicaset.kill import kill as kill_dumps
+from tracker.store.reader import cat as cat_object
+from tracker.dump.runner import Runner
+from tracker.dump.verify import claims_listing
+from tracker.dump.verify import verify as run_verify
 
 log = logging.getLogger("tracker")
 

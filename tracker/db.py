@@ -18,6 +18,15 @@ from tracker.errors import DumpFailed
 
 log = logging.getLogger(__name__)
 
+# Every dump query starts with this comment; `tracker kill` finds them by it.
+TAG_PREFIX = "/* tracker "
+
+# Session settings every dump runs under: a fixed time zone so TIMESTAMP
+# values are UTC whatever the server's default, and an empty sql_mode so
+# PAD_CHAR_TO_FULL_LENGTH or NO_BACKSLASH_ESCAPES cannot alter the output or
+# our own statement.
+SESSION_SETTINGS = "SET SESSION time_zone = '+00:00', sql_mode = ''"
+
 
 def quote_ident(name: str) -> str:
     """Quote a MySQL identifier: backticks around, inner backticks doubled."""

@@ -83,5 +83,9 @@ class StageFailed(TrackerError):
     """A pipeline stage (un-escape, compression) failed."""
 
 
+class Cancelled(TrackerError):
+    """The run was told to stop (signal); the unit is not committed."""
+
+
 class KillFailed(TrackerError):
     """The kill script could not do its job."""

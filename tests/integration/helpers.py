@@ -150,7 +150,7 @@ def restore(
 
     ``log_bin=False`` keeps a large restore on a master out of its binlog.
     """
-    from tracker.columns import load_data_sql
+    from tracker.dump.columns import load_data_sql
     from tracker.db import quote_ident
 
     conn = server.connect(database=db, local_infile=True)

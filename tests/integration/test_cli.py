@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tests.integration.helpers import run_tracker, write_config
 from tracker.cli import cli
 from tracker.db import qualified, quote_ident
-from tracker.layout import encode_segment
+from tracker.store.layout import encode_segment
 
 
 def error_lines(stderr: bytes) -> list[str]:

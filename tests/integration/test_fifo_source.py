@@ -18,10 +18,10 @@ import pytest
 
 from tracker.config import parse_destination
 from tracker.errors import DumpFailed, UploadFailed
-from tracker.outfile import QueryOutcome
-from tracker.pipeline import run_unit
-from tracker.sinks import FileStore
-from tracker.sources import FifoSource
+from tracker.dump.outfile import QueryOutcome
+from tracker.dump.pipeline import run_unit
+from tracker.store.sinks import FileStore
+from tracker.dump.sources import FifoSource
 
 
 class FakeServerQuery:
@@ -157,7 +157,7 @@ def test_downstream_failure_unblocks_the_server(outdir: Path, tmp_path: Path) ->
 
 
 def test_cancel_stops_promptly(outdir: Path, store: FileStore) -> None:
-    from tracker.sources import Cancelled
+    from tracker.errors import Cancelled
 
     cancel = threading.Event()
     path = outdir / "u.fifo"

@@ -17,7 +17,7 @@ import pytest
 from sandbox import MariaDB, ReplicaSet
 from tests.integration.helpers import TRACKER_PASSWORD
 from tracker.config import MySQLConfig, ReplicationConfig
-from tracker.pacing import LagGuard
+from tracker.dump.pacing import LagGuard
 
 POLL = 0.1
 MAX_LAG = 30
@@ -49,7 +49,7 @@ class Waiter:
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "tracker.pacing"]
+    return [r.getMessage() for r in caplog.records if r.name == "tracker.dump.pacing"]
 
 
 def stale_heartbeat(master: MariaDB, replica_set: ReplicaSet, db: str) -> ReplicationConfig:
@@ -64,7 +64,7 @@ def test_heartbeat_lag_blocks_until_the_replica_catches_up(
     master: MariaDB, replica: MariaDB, replica_set: ReplicaSet, fresh_db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     replication = stale_heartbeat(master, replica_set, fresh_db)
-    caplog.set_level(logging.INFO, logger="tracker.pacing")
+    caplog.set_level(logging.INFO, logger="tracker.dump.pacing")
     with LagGuard(tracker_mysql(replica), replication, poll_seconds=POLL) as guard:
         lag = guard.lag
         assert lag is not None and 590 <= lag <= 700, lag
@@ -97,7 +97,7 @@ def test_stopped_sql_thread_is_unknown_lag_and_pauses(
     replica2: MariaDB, replica_set: ReplicaSet, caplog: pytest.LogCaptureFixture
 ) -> None:
     replication = ReplicationConfig(max_lag_seconds=MAX_LAG)  # no heartbeat: Seconds_Behind_Master
-    caplog.set_level(logging.INFO, logger="tracker.pacing")
+    caplog.set_level(logging.INFO, logger="tracker.dump.pacing")
     replica2.sql("STOP SLAVE SQL_THREAD")
     try:
         with LagGuard(tracker_mysql(replica2), replication, poll_seconds=POLL) as guard:

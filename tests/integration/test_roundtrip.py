@@ -15,9 +15,9 @@ from tests.integration.helpers import (
     run_tracker,
     write_config,
 )
-from tracker.checksum import reference_crc32c
+from tracker.store.checksum import reference_crc32c
 from tracker.db import qualified
-from tracker.layout import encode_segment
+from tracker.store.layout import encode_segment
 
 ALL_TYPES = """
 CREATE TABLE {name} (

@@ -40,7 +40,7 @@ import yaml
 from sandbox import MariaDB, ReplicaSet
 from sandbox.faults import FaultProxy, first, puts_of
 from tests.integration.helpers import run_tracker, tagged_queries, tracker_argv, wait_for, write_config
-from tracker.layout import encode_segment
+from tracker.store.layout import encode_segment
 
 DATE = "2026-11-01"
 LOCK_SCHEMA = "tracker"  # the default locks.schema

@@ -19,7 +19,7 @@ def visible(dest) -> list[str]:
 
 def active_claims(master, namespace: str) -> list[tuple]:
     return master.sql(
-        "SELECT db, tbl, unit, port FROM tracker.claims WHERE namespace = %s AND state = 'active'", (namespace,)
+        "SELECT db, tbl, unit, port FROM tracker.replicaset.claims WHERE namespace = %s AND state = 'active'", (namespace,)
     )
 
 

@@ -148,7 +148,7 @@ def test_run_pauses_while_the_replica_lags(master, replica, replica_set, fresh_d
 
 
 def claim_store(master: MariaDB, namespace: str, host: str, lease_seconds: int = 300):
-    from tracker.claims import ClaimStore, Owner
+    from tracker.replicaset.claims import ClaimStore, Owner
     from tracker.config import LocksConfig, MySQLConfig
 
     store = ClaimStore(

@@ -12,7 +12,7 @@ import pytest
 
 from tracker.config import S3Config, parse_destination
 from tracker.errors import UploadFailed
-from tracker.sinks import Store, open_store
+from tracker.store.sinks import Store, open_store
 
 MiB = 1 << 20
 
@@ -124,7 +124,7 @@ def test_s3_parts_carry_our_crc32c(moto_server, aws_env, bucket) -> None:
     and botocore computes no checksum of its own on top of it."""
     from base64 import b64encode
 
-    from tracker.checksum import HARDWARE_CRC32C, crc32c  # checked against the reference in tests/unit
+    from tracker.store.checksum import HARDWARE_CRC32C, crc32c  # checked against the reference in tests/unit
 
     if not HARDWARE_CRC32C:
         pytest.fail("the C extension is not built: scripts/install.sh builds it")

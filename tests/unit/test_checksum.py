@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker import checksum
-from tracker.checksum import crc32c, reference_crc32c
+from tracker.store import checksum
+from tracker.store.checksum import crc32c, reference_crc32c
 
 
 def test_known_answer() -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker.chunks import BadPlan, ChunkKey, KeyColumn, KeyRange, integer_boundaries, ranges_from, wanted_ranges
+from tracker.dump.chunks import BadPlan, ChunkKey, KeyColumn, KeyRange, integer_boundaries, ranges_from, wanted_ranges
 
 ID = KeyColumn("id", "bigint")
 NAME = KeyColumn("na`me", "varchar", "utf8mb4", "utf8mb4_general_ci")
@@ -124,7 +124,7 @@ def text_cuts(low: int, high: int, parts: int) -> list[str]:
 
 
 def test_clusters_and_gaps_are_skewed_dense_keys_are_not() -> None:
-    from tracker.chunks import skewed
+    from tracker.dump.chunks import skewed
 
     count, empty = counter(list(range(1, 100_001)))
     assert not skewed(text_cuts(1, 100_000, 10), "1", 10_000, count, empty)
@@ -144,7 +144,7 @@ def test_clusters_and_gaps_are_skewed_dense_keys_are_not() -> None:
     st.integers(2, 50),
 )
 def test_datetime_cuts_increase_and_read_back(low: dt.datetime, width: dt.timedelta, parts: int) -> None:
-    from tracker.chunks import _even_cuts, even_scale
+    from tracker.dump.chunks import _even_cuts, even_scale
 
     high = low + width
     scale = even_scale(KeyColumn("t", "datetime"))
@@ -156,7 +156,7 @@ def test_datetime_cuts_increase_and_read_back(low: dt.datetime, width: dt.timede
 
 
 def test_dates_and_zero_dates() -> None:
-    from tracker.chunks import _even_cuts, even_scale
+    from tracker.dump.chunks import _even_cuts, even_scale
 
     date_scale = even_scale(KeyColumn("d", "date"))
     assert date_scale is not None
@@ -167,7 +167,7 @@ def test_dates_and_zero_dates() -> None:
 
 @given(st.binary(max_size=20), st.binary(max_size=20), st.integers(2, 200), st.sampled_from([128, 256]))
 def test_probe_points_lie_between_the_ends_in_byte_order(a: bytes, b: bytes, count: int, radix: int) -> None:
-    from tracker.chunks import probe_points
+    from tracker.dump.chunks import probe_points
 
     low, high = min(a, b), max(a, b)
     if radix == 128:
@@ -189,7 +189,7 @@ def test_probe_points_lie_between_the_ends_in_byte_order(a: bytes, b: bytes, cou
 
 
 def test_probe_points_spread_over_what_differs() -> None:
-    from tracker.chunks import probe_points
+    from tracker.dump.chunks import probe_points
 
     points = probe_points(b"user-000001", b"user-999999", 10, 128)
     assert all(p.startswith(b"user-") for p in points)
@@ -197,7 +197,7 @@ def test_probe_points_spread_over_what_differs() -> None:
 
 
 def test_group_cuts_balance_estimates_and_refuse_a_cluster() -> None:
-    from tracker.chunks import group_cuts
+    from tracker.dump.chunks import group_cuts
 
     keys = [f"{i:02X}" for i in range(1, 40)]
     assert group_cuts(keys, [10] * 40, 4) == ["0A", "14", "1E"]

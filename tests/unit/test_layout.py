@@ -6,7 +6,7 @@ from urllib.parse import unquote
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker.layout import DatasetKeys, compression_of, encode_segment, part_name
+from tracker.store.layout import DatasetKeys, compression_of, encode_segment, part_name
 
 
 def test_keys() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from tracker.kill import _TAG
-from tracker.outfile import TAG_PREFIX, select_statement, tag
+from tracker.replicaset.kill import _TAG
+from tracker.dump.outfile import TAG_PREFIX, select_statement, tag
 
 
 def test_tag_names_tracker_and_the_process() -> None:

@@ -18,7 +18,7 @@ from tracker.config import (
     S3Config,
     parse_destination,
 )
-from tracker.pacing import (
+from tracker.dump.pacing import (
     FAILURES_BEFORE_UNKNOWN,
     MB,
     LagGuard,
@@ -26,7 +26,7 @@ from tracker.pacing import (
     RateLimit,
     open_pacing,
 )
-from tracker.sources import Cancelled
+from tracker.errors import Cancelled
 
 
 class FakeCancel(threading.Event):
@@ -152,7 +152,7 @@ def test_lag_pauses_until_back_within_limit(lag: float | None, caplog: pytest.Lo
             lag_guard.poll_once()
 
     cancel = FakeCancel(clock, on_wait)
-    with caplog.at_level(logging.INFO, logger="tracker.pacing"):
+    with caplog.at_level(logging.INFO, logger="tracker.dump.pacing"):
         lag_guard.wait_ok(cancel)
     assert len(cancel.waits) == 5
     events = [r.getMessage() for r in caplog.records]
@@ -166,7 +166,7 @@ def test_lag_pause_is_logged_once_for_all_workers(caplog: pytest.LogCaptureFixtu
     clock = FakeClock()
     first = FakeCancel(clock, on_wait=lambda n: first.set())
     second = FakeCancel(clock, on_wait=lambda n: second.set())
-    with caplog.at_level(logging.INFO, logger="tracker.pacing"):
+    with caplog.at_level(logging.INFO, logger="tracker.dump.pacing"):
         lag_guard.wait_ok(first)
         lag_guard.wait_ok(second)  # a second worker while the host is still paused
     assert [r.getMessage() for r in caplog.records] == ["event=lag_pause lag=100 max=30"]
@@ -184,7 +184,7 @@ def test_one_failed_poll_keeps_the_last_lag_repeated_failures_make_it_unknown(ca
     probe = FakeProbe(5)
     lag_guard = guard(probe)
     probe.lag = ConnectionError("blip")
-    with caplog.at_level(logging.INFO, logger="tracker.pacing"):
+    with caplog.at_level(logging.INFO, logger="tracker.dump.pacing"):
         for _ in range(FAILURES_BEFORE_UNKNOWN - 1):
             lag_guard.poll_once()
             assert lag_guard.lag == 5 and lag_guard.ok()

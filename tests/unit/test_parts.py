@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tracker.config import S3Config
-from tracker.s3 import MAX_PART_BYTES, MAX_PARTS, MiB, base_part_size, part_size_for, parts_in_flight
+from tracker.store.s3 import MAX_PART_BYTES, MAX_PARTS, MiB, base_part_size, part_size_for, parts_in_flight
 
 S3_MAX_OBJECT = 5 * 1024**4  # 5 TiB
 MIN_PART = 5 * MiB

@@ -7,7 +7,7 @@ import threading
 import time
 
 from tests.unit.fakes import FakeClock, hammer
-from tracker.progress import ProgressBar, combine, render
+from tracker.dump.progress import ProgressBar, combine, render
 
 
 class Tty(io.StringIO):

@@ -6,7 +6,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker.reader import field_value, rows, split_unescaped, write_jsonl
+from tracker.store.reader import field_value, rows, split_unescaped, write_jsonl
 
 
 def escape_field(value: bytes | None) -> bytes:

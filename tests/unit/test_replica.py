@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tracker.replica import cutoff_for, parse_status, progress_from_heartbeat, progress_from_lag
+from tracker.replicaset.replica import cutoff_for, parse_status, progress_from_heartbeat, progress_from_lag
 
 UTC = dt.timezone.utc
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker import unescape
-from tracker.unescape import NulUnescaper, reference_unescape, unescape_inplace, unescape_into, unescape_nuls
+from tracker.dump import unescape
+from tracker.dump.unescape import NulUnescaper, reference_unescape, unescape_inplace, unescape_into, unescape_nuls
 
 
 def outfile_escape(raw: bytes) -> bytes:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from tracker import workers
+from tracker.dump import workers
 from tracker.errors import DumpFailed, UploadFailed
-from tracker.workers import Requeue, StopScope, run_parallel
+from tracker.dump.workers import Requeue, StopScope, run_parallel
 
 
 def test_every_job_runs_once_across_workers() -> None:

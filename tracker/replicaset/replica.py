@@ -18,10 +18,10 @@ from typing import Any, Mapping
 import pymysql
 import pymysql.cursors
 
-from tracker.config import ReplicationConfig
+from tracker.config import Config, MySQLConfig, ReplicationConfig
 from tracker.db import qualified, query_one
 from tracker.errors import NotAReplica, NotCaughtUp
-from tracker.sources import Cancelled
+from tracker.errors import Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +203,16 @@ def wait_until_caught_up(
         log.info("event=waiting_for_replica %s", progress.behind(cutoff))
         if cancel.wait(min(config.poll_seconds, remaining)):
             raise Cancelled("stopped by request while waiting for the replica")
+
+
+def master_config(config: Config, status: ReplicaStatus) -> MySQLConfig:
+    """The configured master, else the one the replica replicates from."""
+    if config.master is not None:
+        return config.master
+    return MySQLConfig(
+        host=status.source_host,
+        port=status.source_port,
+        user=config.mysql.user,
+        password=config.mysql.password,
+        connect_timeout=config.mysql.connect_timeout,
+    )

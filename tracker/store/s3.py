@@ -13,10 +13,10 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from tracker.checksum import HARDWARE_CRC32C, crc32c
+from tracker.store.checksum import HARDWARE_CRC32C, crc32c
 from tracker.config import Destination, S3Config
 from tracker.errors import UploadFailed
-from tracker.sinks import READ_CHUNK, STALE_CANDIDATE, Precommit, Store, Upload
+from tracker.store.sinks import READ_CHUNK, STALE_CANDIDATE, Precommit, Store, Upload
 
 log = logging.getLogger(__name__)
 

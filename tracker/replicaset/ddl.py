@@ -19,7 +19,7 @@ import pymysql
 
 from tracker.config import MySQLConfig
 from tracker.db import connect, error_text, query_all
-from tracker.snapshot import Snapshot
+from tracker.replicaset.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ ENUM/SET, JSON and spatial types (internal WKB-with-SRID bytes, escaped).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pymysql
 
@@ -52,6 +53,17 @@ class Column:
             # precision; loading it into the FLOAT column rounds back exactly.
             return f"CAST({ident} AS DOUBLE)"
         return ident
+
+
+def column_entry(column: Column) -> dict[str, Any]:
+    """The column as the manifest lists it (names are a contract for loaders)."""
+    return {
+        "name": column.name,
+        "type": column.column_type,
+        "data_type": column.data_type,
+        "encoding": column.encoding,
+        "generated": column.generated,
+    }
 
 
 @dataclass(frozen=True)

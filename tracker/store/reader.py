@@ -13,11 +13,11 @@ import json
 import posixpath
 from typing import Any, BinaryIO, Iterable, Iterator
 
-from tracker import layout
-from tracker.compress import decompressor
+from tracker.store import layout
+from tracker.store.compress import decompressor
 from tracker.config import S3Config, parse_destination
 from tracker.errors import UploadFailed, UsageError
-from tracker.sinks import Store, open_store
+from tracker.store.sinks import Store, open_store
 
 _ESCAPES = {ord("0"): 0, ord("b"): 8, ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("Z"): 26}
 

@@ -1,6 +1,6 @@
 """One unit's journey: source -> NUL un-escape -> compress -> sink.
 
-The failure rule lives here and in :class:`tracker.sinks.Upload`: every chunk
+The failure rule lives here and in :class:`tracker.store.sinks.Upload`: every chunk
 passes through every stage into an upload that commits only on a clean exit,
 and the upload's precommit check -- the only gate to a commit -- asks every
 producer whether it succeeded: the dump query's own result (via the source)
@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from tracker.checksum import crc32c
-from tracker.compress import compressor
-from tracker.sinks import Store
-from tracker.sources import Source
-from tracker.unescape import NulUnescaper
+from tracker.store.checksum import crc32c
+from tracker.store.compress import compressor
+from tracker.store.sinks import Store
+from tracker.dump.sources import Source
+from tracker.dump.unescape import NulUnescaper
 
 log = logging.getLogger(__name__)
 

@@ -30,14 +30,14 @@ import pymysql
 
 from tracker import db
 from tracker.config import Config, MySQLConfig, ReplicationConfig
-from tracker.replica import (
+from tracker.replicaset.replica import (
     newest_heartbeat,
     progress_from_heartbeat,
     progress_from_lag,
     read_status,
     server_utc_now,
 )
-from tracker.sources import Cancelled
+from tracker.errors import Cancelled
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,10 @@ from urllib.parse import quote
 
 import pymysql
 
-from tracker.db import error_text
+from tracker.db import SESSION_SETTINGS, TAG_PREFIX, error_text  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-# Every dump query starts with this comment; `tracker kill` finds them by it.
-TAG_PREFIX = "/* tracker "
 
 # OUTFILE's default text format, spelled out so a changed server default
 # cannot change our data format.  CHARACTER SET binary: no conversion.
@@ -30,11 +28,6 @@ INTO_CLAUSE = (
     " FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
 )
 
-# Session settings every dump runs under: a fixed time zone so TIMESTAMP
-# values are UTC whatever the server's default, and an empty sql_mode so
-# PAD_CHAR_TO_FULL_LENGTH or NO_BACKSLASH_ESCAPES cannot alter the output or
-# our own statement.
-SESSION_SETTINGS = "SET SESSION time_zone = '+00:00', sql_mode = ''"
 
 
 def tag(unit_label: str) -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from tracker.db import error_code
-from tracker.errors import DumpFailed, TrackerError
+from tracker.errors import Cancelled, DumpFailed, TrackerError  # noqa: F401  (Cancelled: re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,6 @@ _F_SETPIPE_SZ = 1031
 # A killed query (1317, 1927) means a person or `tracker kill` wants it
 # stopped, and a full disk (3, errno 28) will not pass by itself.
 TRANSIENT_ERRORS = frozenset({1205, 1213})
-
-
-class Cancelled(TrackerError):
-    """The run was told to stop (signal); the unit is not committed."""
 
 
 class RunningQuery(Protocol):

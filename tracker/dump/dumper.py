@@ -23,22 +23,24 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import pymysql
 
-from tracker import layout, manifest
-from tracker.columns import Column, TableInfo, find_table, select_list, show_create_table, table_columns
+from tracker.store import layout
+from tracker.store import manifest
+from tracker.dump.columns import Column, TableInfo, column_entry, find_table, select_list, show_create_table, table_columns
 from tracker.config import Config
 from tracker.db import ServerInfo, connect, error_text, kill_query, qualified, quote_ident, server_info
 from tracker.errors import ConfigError, NotAReplica, TrackerError
-from tracker.chunks import BadPlan, ChunkKey, KeyRange, find_key, split, wanted_ranges
-from tracker.outfile import SESSION_SETTINGS, DumpQuery, select_statement
-from tracker.pacing import Pacer, open_pacing
-from tracker.pipeline import run_unit
-from tracker.progress import ProgressBar, combine
-from tracker.replica import read_status
-from tracker.sinks import Store, open_store
-from tracker.ddl import DdlWatch
-from tracker.snapshot import Position, Snapshot, take_snapshot
-from tracker.sources import Cancelled, FifoSource, FollowSource, Source
-from tracker.workers import Requeue, StopScope, run_parallel
+from tracker.dump.chunks import BadPlan, ChunkKey, KeyRange, find_key, split, wanted_ranges
+from tracker.dump.outfile import SESSION_SETTINGS, DumpQuery, select_statement
+from tracker.dump.pacing import Pacer, open_pacing
+from tracker.dump.pipeline import run_unit
+from tracker.dump.progress import ProgressBar, combine
+from tracker.replicaset.replica import read_status
+from tracker.store.sinks import Store, open_store
+from tracker.replicaset.ddl import DdlWatch
+from tracker.replicaset.snapshot import Position, Snapshot, take_snapshot
+from tracker.errors import Cancelled
+from tracker.dump.sources import FifoSource, FollowSource, Source
+from tracker.dump.workers import Requeue, StopScope, run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +382,7 @@ class UnitDumper:
             db=plan.info.db,
             table=plan.info.table,
             date=plan.keys.date,
-            columns=plan.columns,
+            columns=[column_entry(c) for c in plan.columns],
             compression=self.config.compression,
             units=units,
             schema_key=plan.keys.schema,

@@ -22,8 +22,8 @@ import pymysql
 
 from tracker.config import MySQLConfig, ReplicationConfig
 from tracker.db import connect, query_one
-from tracker.outfile import SESSION_SETTINGS
-from tracker.replica import newest_heartbeat, read_status
+from tracker.db import SESSION_SETTINGS
+from tracker.replicaset.replica import newest_heartbeat, read_status
 
 log = logging.getLogger(__name__)
 

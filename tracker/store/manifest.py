@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracker import __version__
-from tracker.columns import Column
 
 FORMAT_VERSION = 1
 
@@ -65,23 +64,13 @@ class UnitEntry:
         return entry
 
 
-def column_entry(column: Column) -> dict[str, Any]:
-    return {
-        "name": column.name,
-        "type": column.column_type,
-        "data_type": column.data_type,
-        "encoding": column.encoding,
-        "generated": column.generated,
-    }
-
-
 def build(
     *,
     namespace: str,
     db: str,
     table: str,
     date: dt.date,
-    columns: list[Column],
+    columns: list[dict[str, Any]],
     compression: str,
     units: list[dict[str, Any]],
     schema_key: str,
@@ -98,7 +87,7 @@ def build(
         "raw_bytes": sum(u["raw_bytes"] for u in units),
         "compression": compression,
         "format": DATA_FORMAT,
-        "columns": [column_entry(c) for c in columns],
+        "columns": columns,
         "units": sorted(units, key=lambda u: u["index"]),
         "schema": schema_key,
         "server_version": server_version,

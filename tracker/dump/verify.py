@@ -10,15 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from tracker import layout
-from tracker.claims import ClaimStore, Owner
-from tracker.columns import list_tables
+from tracker.store import layout
+from tracker.replicaset.claims import ClaimStore, Owner
+from tracker.dump.columns import list_tables
 from tracker.config import Config
 from tracker.db import connect, server_info
 from tracker.errors import UsageError
-from tracker.replica import read_status
-from tracker.runner import master_config
-from tracker.sinks import open_store
+from tracker.replicaset.replica import master_config, read_status
+
+from tracker.store.sinks import open_store
 
 
 @dataclass(frozen=True)

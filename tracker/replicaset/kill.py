@@ -27,8 +27,8 @@ import pymysql
 from tracker.config import DEFAULT_PATH, Config
 from tracker.db import connect, error_text, kill_query, query_all, query_one
 from tracker.errors import KillFailed
-from tracker.outfile import TAG_PREFIX
-from tracker.replica import read_status
+from tracker.db import TAG_PREFIX
+from tracker.replicaset.replica import read_status
 
 log = logging.getLogger(__name__)
 

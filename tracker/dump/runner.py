@@ -21,11 +21,11 @@ from typing import Iterator
 
 import pymysql
 
-from tracker.claims import ClaimStore, Lease, Owner, UnitKey
-from tracker.columns import list_tables
-from tracker.config import Config, MySQLConfig
-from tracker.ddl import DdlWatch
-from tracker.dumper import (
+from tracker.replicaset.claims import ClaimStore, Lease, Owner, UnitKey
+from tracker.dump.columns import list_tables
+from tracker.config import Config
+from tracker.replicaset.ddl import DdlWatch
+from tracker.dump.dumper import (
     TablePlan,
     Unit,
     UnitDumper,
@@ -34,13 +34,13 @@ from tracker.dumper import (
     plan_table,
 )
 from tracker.errors import ConfigError, LeaseLost, TrackerError
-from tracker.kill import kill as kill_orphans_or_all
-from tracker.layout import DatasetKeys
-from tracker.replica import ReplicaStatus, read_status, wait_until_caught_up
-from tracker.sinks import Store, open_store
-from tracker.snapshot import Snapshot, take_snapshot
-from tracker.sources import Cancelled
-from tracker.workers import Requeue, StopScope, run_parallel
+from tracker.replicaset.kill import kill as kill_orphans_or_all
+from tracker.store.layout import DatasetKeys
+from tracker.replicaset.replica import master_config, read_status, wait_until_caught_up
+from tracker.store.sinks import Store, open_store
+from tracker.replicaset.snapshot import Snapshot, take_snapshot
+from tracker.errors import Cancelled
+from tracker.dump.workers import Requeue, StopScope, run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +73,6 @@ def one_run_per_server(directory: Path, port: int, config_path: str) -> Iterator
             yield False
             return
         yield True
-
-
-def master_config(config: Config, status: ReplicaStatus) -> MySQLConfig:
-    """The configured master, else the one the replica replicates from."""
-    if config.master is not None:
-        return config.master
-    return MySQLConfig(
-        host=status.source_host,
-        port=status.source_port,
-        user=config.mysql.user,
-        password=config.mysql.password,
-        connect_timeout=config.mysql.connect_timeout,
-    )
 
 
 @dataclass

@@ -294,7 +294,7 @@ def open_store(destination: Destination, s3: S3Config) -> Store:
     if destination.scheme == "s3":
         # Imported here: boto3 costs ~0.2 s of CPU at start, paid only by
         # the runs that use it.
-        from tracker.s3 import S3Store
+        from tracker.store.s3 import S3Store
 
         return S3Store(destination, s3)
     return FileStore(destination)
