@@ -6,11 +6,23 @@ the line format) and FLOAT values are rounded to six significant digits.
 Each column therefore gets an *encoding*: the SQL expression that dumps it
 and the name recorded in the manifest, so a loader knows how to restore it.
 
+Character columns (anything with a character set: CHAR, VARCHAR, TEXT,
+ENUM, SET, JSON) are selected as ``CAST(col AS BINARY)``.  OUTFILE escapes
+a character column character by character, so a multibyte character whose
+second byte is 0x5C, 0x09 or 0x0A (sjis ``表`` = 95 5C, utf16 ``山`` = 5C 71)
+reached the stream as a bare escape or terminator byte; a binary value is
+escaped byte by byte.  The bytes are unchanged (still the column's own
+charset, recorded in the manifest as ``charset``), so the encoding stays
+``text``.
+
 Everything else was checked to survive ``LOAD DATA ... CHARACTER SET binary``
 bit for bit on MariaDB 10.11 as written: integers, DECIMAL, DOUBLE (printed
 with round-trip precision), temporal types (TIMESTAMP in the dump session's
-UTC time zone), strings and BLOBs in any character set (no conversion),
-ENUM/SET, JSON and spatial types (internal WKB-with-SRID bytes, escaped).
+UTC time zone), BLOBs and spatial types (internal WKB-with-SRID bytes).
+
+System-versioned tables are dumped with every row version: the period
+columns (``row_start``/``row_end``, also the implicit invisible ones) are
+ordinary columns of the parts, marked ``period`` in the manifest.
 """
 
 from __future__ import annotations
@@ -18,10 +30,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import logging
+
 import pymysql
 
 from tracker.db import query_all, query_one, quote_ident
 from tracker.errors import TableNotFound
+
+log = logging.getLogger(__name__)
 
 # manifest encoding names (a contract for loaders)
 TEXT = "text"
@@ -34,7 +50,10 @@ class Column:
     name: str
     data_type: str  # e.g. "bit"
     column_type: str  # e.g. "bit(10)"
-    generated: bool
+    generated: bool  # computed by the server: not restored
+    charset: str | None = None  # CHARACTER_SET_NAME; None for non-character types
+    collation: str | None = None
+    period: str | None = None  # "start"/"end": a system-versioning period column
 
     @property
     def encoding(self) -> str:
@@ -52,18 +71,26 @@ class Column:
             # A DOUBLE holds every FLOAT exactly and prints with round-trip
             # precision; loading it into the FLOAT column rounds back exactly.
             return f"CAST({ident} AS DOUBLE)"
+        if self.charset is not None:
+            # Binary, so that OUTFILE escapes every byte (see the module doc).
+            return f"CAST({ident} AS BINARY)"
         return ident
 
 
 def column_entry(column: Column) -> dict[str, Any]:
     """The column as the manifest lists it (names are a contract for loaders)."""
-    return {
+    entry: dict[str, Any] = {
         "name": column.name,
         "type": column.column_type,
         "data_type": column.data_type,
         "encoding": column.encoding,
         "generated": column.generated,
+        "charset": column.charset,
+        "collation": column.collation,
     }
+    if column.period is not None:
+        entry["period"] = column.period
+    return entry
 
 
 @dataclass(frozen=True)
@@ -76,6 +103,8 @@ class TableInfo:
     partitions: tuple[str, ...]
     partition_bytes: tuple[int, ...] = ()  # estimates, like data_bytes
     partition_rows: tuple[int, ...] = ()
+    versioned: bool = False  # WITH SYSTEM VERSIONING: every row version is dumped
+    system_time_partitions: bool = False  # PARTITION BY SYSTEM_TIME (history partitions)
 
 
 def find_table(conn: pymysql.Connection, db: str, table: str) -> TableInfo:
@@ -95,7 +124,8 @@ def find_table(conn: pymysql.Connection, db: str, table: str) -> TableInfo:
     # partition (``PARTITION (p)`` covers its subpartitions) exactly once.
     partitions = query_all(
         conn,
-        "SELECT PARTITION_NAME, SUM(COALESCE(DATA_LENGTH, 0)), SUM(COALESCE(TABLE_ROWS, 0))"
+        "SELECT PARTITION_NAME, SUM(COALESCE(DATA_LENGTH, 0)), SUM(COALESCE(TABLE_ROWS, 0)),"
+        " MAX(PARTITION_METHOD)"
         " FROM information_schema.PARTITIONS"
         " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND PARTITION_NAME IS NOT NULL"
         " GROUP BY PARTITION_NAME ORDER BY MIN(PARTITION_ORDINAL_POSITION)",
@@ -110,27 +140,63 @@ def find_table(conn: pymysql.Connection, db: str, table: str) -> TableInfo:
         partitions=tuple(str(p[0]) for p in partitions),
         partition_bytes=tuple(int(p[1]) for p in partitions),
         partition_rows=tuple(int(p[2]) for p in partitions),
+        versioned=row[0] == "SYSTEM VERSIONED",
+        system_time_partitions=any(p[3] == "SYSTEM_TIME" for p in partitions),
     )
 
 
+# How information_schema.COLUMNS.GENERATION_EXPRESSION shows period columns.
+_PERIOD_EXPRESSIONS = {"ROW START": "start", "ROW END": "end"}
+
+# Implicit period columns of ``WITH SYSTEM VERSIONING`` without declared
+# ones: invisible, absent from information_schema.COLUMNS, but selectable.
+IMPLICIT_PERIOD = (
+    Column("row_start", "timestamp", "timestamp(6)", generated=False, period="start"),
+    Column("row_end", "timestamp", "timestamp(6)", generated=False, period="end"),
+)
+
+
 def table_columns(conn: pymysql.Connection, db: str, table: str) -> list[Column]:
-    """Columns in table order, including invisible ones (``SELECT *`` skips those)."""
+    """Columns in table order, including invisible ones (``SELECT *`` skips those).
+
+    A system-versioned table's period columns are data (they date every row
+    version) and are restored, so they are not ``generated``; implicit
+    ones are listed last.
+    """
     rows = query_all(
         conn,
-        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, COALESCE(GENERATION_EXPRESSION, '')"
+        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, COALESCE(GENERATION_EXPRESSION, ''),"
+        " CHARACTER_SET_NAME, COLLATION_NAME"
         " FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
         " ORDER BY ORDINAL_POSITION",
         (db, table),
     )
-    return [
-        Column(
-            name=str(name),
-            data_type=str(data_type).lower(),
-            column_type=str(column_type),
-            generated=bool(expression),
+    columns = []
+    for name, data_type, column_type, expression, charset, collation in rows:
+        period = _PERIOD_EXPRESSIONS.get(str(expression).upper())
+        columns.append(
+            Column(
+                name=str(name),
+                data_type=str(data_type).lower(),
+                column_type=str(column_type),
+                generated=bool(expression) and period is None,
+                charset=None if charset is None else str(charset),
+                collation=None if collation is None else str(collation),
+                period=period,
+            )
         )
-        for name, data_type, column_type, expression in rows
-    ]
+    if not any(c.period for c in columns) and _is_versioned(conn, db, table):
+        columns.extend(IMPLICIT_PERIOD)
+    return columns
+
+
+def _is_versioned(conn: pymysql.Connection, db: str, table: str) -> bool:
+    row = query_one(
+        conn,
+        "SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+        (db, table),
+    )
+    return row is not None and row[0] == "SYSTEM VERSIONED"
 
 
 def show_create_table(conn: pymysql.Connection, db: str, table: str) -> str:
@@ -149,7 +215,14 @@ def load_data_sql(columns: list[dict], table_sql: str, path_placeholder: str = "
     ``columns`` are the manifest's column entries.  Generated columns are
     read into a throw-away variable (the server computes them); encoded
     columns are read into variables and converted back.  The session must
-    use ``time_zone = '+00:00'`` (the manifest's ``format.time_zone``).
+    use ``time_zone = '+00:00'`` (the manifest's ``format.time_zone``); for
+    a system-versioned table (period columns) also
+    ``system_versioning_insert_history = ON``, so the row versions keep
+    their own period (without it the server refuses the period columns).
+
+    With a pymysql-style placeholder (one containing ``%``, the default)
+    every other ``%`` is doubled, so names containing ``%`` or ``%s``
+    survive ``cursor.execute(sql, (path,))``.
     """
     targets: list[str] = []
     assignments: list[str] = []
@@ -162,15 +235,17 @@ def load_data_sql(columns: list[dict], table_sql: str, path_placeholder: str = "
             assignments.append(f"{ident} = CAST(@tracker_c{index} AS UNSIGNED)")
         else:
             targets.append(ident)
-    sql = (
-        f"LOAD DATA LOCAL INFILE {path_placeholder} INTO TABLE {table_sql}"
+    rest = (
+        f" INTO TABLE {table_sql}"
         " CHARACTER SET binary"
         " FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
         f" ({', '.join(targets)})"
     )
     if assignments:
-        sql += " SET " + ", ".join(assignments)
-    return sql
+        rest += " SET " + ", ".join(assignments)
+    if "%" in path_placeholder:
+        rest = rest.replace("%", "%%")  # only the placeholder is for the client
+    return f"LOAD DATA LOCAL INFILE {path_placeholder}{rest}"
 
 
 SYSTEM_SCHEMAS = ("mysql", "sys", "information_schema", "performance_schema")
@@ -184,6 +259,24 @@ def list_tables(conn: pymysql.Connection, skip_schemas: tuple[str, ...]) -> list
         conn,
         "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
         f" WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') AND TABLE_SCHEMA NOT IN ({marks})"
+        " ORDER BY TABLE_SCHEMA, TABLE_NAME",
+        skipped,
+    )
+    return [(str(db), str(table)) for db, table in rows]
+
+
+def list_sequences(conn: pymysql.Connection, skip_schemas: tuple[str, ...]) -> list[tuple[str, str]]:
+    """SEQUENCE objects outside the system schemas: tables to the server, not dumped.
+
+    A sequence holds one row of generator state (its next value lives in the
+    engine, not the row), which a data set of rows does not restore.
+    """
+    skipped = SYSTEM_SCHEMAS + skip_schemas
+    marks = ", ".join(["%s"] * len(skipped))
+    rows = query_all(
+        conn,
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
+        f" WHERE TABLE_TYPE = 'SEQUENCE' AND TABLE_SCHEMA NOT IN ({marks})"
         " ORDER BY TABLE_SCHEMA, TABLE_NAME",
         skipped,
     )
