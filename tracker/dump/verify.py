@@ -15,8 +15,8 @@ from tracker.replicaset.claims import ClaimStore, Owner
 from tracker.dump.columns import list_tables
 from tracker.config import Config
 from tracker.db import connect, server_info
-from tracker.errors import UsageError
-from tracker.replicaset.replica import master_config, read_status
+from tracker.replicaset.datasets import DatasetLeases, lock_master
+from tracker.replicaset.replica import read_status
 
 from tracker.store.sinks import open_store
 
@@ -47,20 +47,23 @@ def verify(config: Config, date: dt.date) -> tuple[int, list[Gap]]:
 
 
 def claims_listing(config: Config, date: dt.date) -> list[tuple]:
-    """Rows of the claims table for the namespace and date."""
+    """Dataset leases (unit None, state ``dump`` or ``run``), then the claims, for the namespace and date.
+
+    The lock schema is the master's (see ``lock_master``): on a server that
+    is not a replica and has no ``master:``, the local server's own, where
+    ``dump --allow-master`` keeps its dataset leases.
+    """
     conn = connect(config.mysql)
     try:
         server = server_info(conn)
         status = read_status(conn)
     finally:
         conn.close()
-    if status is None and config.master is None:
-        raise UsageError(f"{server.label} is not a replica and no master: is configured; cannot find the lock table")
-    master = config.master if status is None else master_config(config, status)
-    assert master is not None
-    claims = ClaimStore(master, config.locks, Owner(server.hostname, server.port), config.namespace)
+    claims = ClaimStore(lock_master(config, status), config.locks, Owner(server.hostname, server.port), config.namespace)
     try:
+        datasets = DatasetLeases(claims)
         claims.ensure_table()
-        return claims.listing(date)
+        datasets.ensure_table()
+        return datasets.listing(date) + claims.listing(date)
     finally:
         claims.close()

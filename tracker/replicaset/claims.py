@@ -20,7 +20,7 @@ import os
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pymysql
 
@@ -255,8 +255,13 @@ class ClaimStore:
 
     # -- claiming --------------------------------------------------------------
 
-    def try_claim(self, key: UnitKey, units: int, on_lost: Callable[[], None]) -> "Lease | None":
-        """Claim ``key`` (new, or taking over an expired lease); None if held or done."""
+    def try_claim(
+        self, key: UnitKey, units: int, on_lost: Callable[[], None], companions: Sequence[Callable[[], None]] = ()
+    ) -> "Lease | None":
+        """Claim ``key`` (new, or taking over an expired lease); None if held or done.
+
+        ``companions`` are extended with the claim (the run's dataset lease).
+        """
         token = secrets.token_hex(16)
         lease = self.locks.lease_seconds
         try:
@@ -278,7 +283,7 @@ class ClaimStore:
             if taken != 1:
                 return None
             log.info("event=lease_taken_over unit=%s", _label(key))
-        return Lease(self, key, token, on_lost)
+        return Lease(self, key, token, on_lost, companions)
 
     def done_results(self, db: str, table: str, date: dt.date) -> tuple[int, list[dict[str, Any]]]:
         """(units the table has, results of its done units)."""
@@ -316,8 +321,12 @@ class Lease:
     called so the unit stops; ``check`` raises ``LeaseLost`` from then on.
     """
 
-    def __init__(self, store: ClaimStore, key: UnitKey, token: str, on_lost: Callable[[], None]) -> None:
+    def __init__(
+        self, store: ClaimStore, key: UnitKey, token: str, on_lost: Callable[[], None],
+        companions: Sequence[Callable[[], None]] = (),
+    ) -> None:
         self.store = store
+        self._companions = tuple(companions)
         self.key = key
         self.token = token
         self._on_lost = on_lost
@@ -331,10 +340,11 @@ class Lease:
         while not self._stop.wait(interval):
             try:
                 self._extend()
+                for extend in self._companions:
+                    extend()
             except LeaseLost as exc:
                 self._lose(str(exc))
                 return
-
 
     def _lose(self, why: str) -> None:
         if self._lost is None:
