@@ -13,6 +13,7 @@ missing=()
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 command -v mariadb-install-db >/dev/null 2>&1 || missing+=(mariadb-server)
 command -v lz4 >/dev/null 2>&1 || missing+=(lz4)
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
