@@ -1,0 +1,1 @@
+"""Stage 2: datasets converted to Parquet, Iceberg and Spark (needs the [warehouse] extra)."""
