@@ -4,6 +4,13 @@ It forwards every request to the real (moto) server unchanged, except the
 requests a rule picks, which it answers with ``500 InternalError`` as S3
 itself does under trouble.  Tests point tracker's ``s3.endpoint_url`` at the
 proxy and check the objects through the real server directly.
+
+A second rule, ``hold``, keeps the requests it picks waiting, unanswered,
+until the test calls :meth:`FaultProxy.release_held` -- a stalled store.
+With it a test holds a dump between two parts of its upload for as long as
+it needs, instead of hoping the table is big enough to still be uploading:
+``wait_held`` says when a request is held, ``release_held`` lets the ones
+held so far go on (to the real server) while later ones are held again.
 """
 
 from __future__ import annotations
@@ -70,9 +77,34 @@ def puts_of(name: str) -> Rule:
 class FaultProxy:
     target_port: int
     rule: Rule = field(default=lambda request: False)
+    hold: Rule = field(default=lambda request: False)
     failed: int = 0
+    held: int = 0  # requests held so far, released or not
     _server: http.server.ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _batch: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _stopping: bool = field(default=False, init=False, repr=False)
+    _changed: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
+
+    def _wait_if_held(self, request: Request) -> None:
+        with self._changed:
+            if self._stopping or not self.hold(request):
+                return
+            self.held += 1
+            batch = self._batch
+            self._changed.notify_all()
+        batch.wait()
+
+    def wait_held(self, count: int = 1, timeout: float = 120) -> bool:
+        """Whether ``count`` requests have been held within ``timeout`` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.held >= count, timeout)
+
+    def release_held(self) -> None:
+        """Let every request held so far go on; later ones are held again."""
+        with self._changed:
+            batch, self._batch = self._batch, threading.Event()
+        batch.set()
 
     @property
     def port(self) -> int:
@@ -97,6 +129,7 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
                 request = Request(self.command, parts.path, parse_qs(parts.query, keep_blank_values=True))
+                proxy._wait_if_held(request)
                 if proxy.rule(request):
                     proxy.failed += 1
                     self.send_response(500)
@@ -133,6 +166,9 @@ class FaultProxy:
         self._thread.start()
 
     def stop(self) -> None:
+        with self._changed:  # nothing is held any more: no handler thread waits forever
+            self._stopping = True
+            self._batch.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

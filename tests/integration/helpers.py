@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import yaml
 
@@ -228,3 +229,66 @@ def unreplicated(server: MariaDB, *statements: str) -> None:
 
 def drop_unreplicated(server: MariaDB, db: str) -> None:
     unreplicated(server, f"DROP DATABASE IF EXISTS {db}")
+
+
+# --- holding a dump open, whatever the machine's speed ----------------------------
+#
+# A test that needs a dump "still running" must not hope the table is big
+# enough: it holds the dump.  ``held_table`` stops the server's dump query
+# before its first byte; the S3 fault proxy's hold (sandbox/faults.py)
+# stops a dump between two parts of its upload.
+
+
+def create_small_table(server: MariaDB, rows: int = 100) -> str:
+    """A small table on ``server`` only (binlog off: not replicated); returns db.table."""
+    import uuid
+
+    db = f"held_{uuid.uuid4().hex[:8]}"
+    unreplicated(
+        server,
+        f"CREATE DATABASE {db}",
+        f"USE {db}",  # the seq_ tables need a current database
+        f"CREATE TABLE {db}.t (id INT PRIMARY KEY, b VARBINARY(40))",
+        f"INSERT INTO {db}.t SELECT seq, CONCAT(x'005c0a09', MD5(seq)) FROM seq_1_to_{rows}",
+    )
+    return f"{db}.t"
+
+
+@contextlib.contextmanager
+def held_table(server: MariaDB, table: str) -> Iterator[Callable[[], None]]:
+    """While inside, every dump query of ``table`` (``db.table``, plain names) waits; yields ``release``.
+
+    A root session holds ``LOCK TABLES ... WRITE``: a dump's SELECT needs a
+    shared metadata lock on the table and waits for it in the process list
+    (state "Waiting for table metadata lock") -- running, tagged, killable --
+    until ``release()`` or the end of the block.  Its transaction, and the
+    metadata locks it holds on tables it read before, stay open meanwhile.
+    """
+    conn = server.connect()
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            with conn.cursor() as cur:
+                cur.execute("UNLOCK TABLES")
+
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"LOCK TABLES {table} WRITE")
+        yield release
+    finally:
+        try:
+            release()
+        finally:
+            conn.close()
+
+
+def held_dumps(server: MariaDB) -> list[tuple]:
+    """Tracker's dump queries on ``server`` that wait for a table ``held_table`` holds."""
+    return server.sql(
+        "SELECT ID, INFO FROM information_schema.PROCESSLIST WHERE INFO LIKE '%%/* tracker %%'"
+        " AND INFO LIKE '%%OUTFILE%%' AND STATE LIKE 'Waiting for table metadata lock%%' AND ID <> CONNECTION_ID()"
+    )
+

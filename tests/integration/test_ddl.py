@@ -4,6 +4,11 @@ The dump's transaction holds a metadata lock on every table it read; an
 ``ALTER TABLE`` of such a table, replicated from the master, waits behind
 it.  After ``ddl_wait_seconds`` tracker ends its transactions, the ALTER
 applies, and the interrupted unit is dumped again from a fresh snapshot.
+
+The dump of ``big`` is held by the test (``held_table``: its query waits
+for a metadata lock, its transaction still holding the one on ``small``)
+until the ALTER has been let through, so the test does not depend on how
+long this machine takes to dump a table; ``big`` needs only a few rows.
 """
 
 from __future__ import annotations
@@ -11,10 +16,10 @@ from __future__ import annotations
 import json
 import time
 
-from tests.integration.helpers import start_tracker, tagged_queries, wait_for, write_config
+from tests.integration.helpers import held_dumps, held_table, start_tracker, wait_for, write_config
 from tracker.db import qualified
 
-BIG_ROWS = 500_000
+BIG_ROWS = 1_000
 
 
 def create_big_on_replica(replica, db: str) -> None:
@@ -45,17 +50,19 @@ def test_alter_of_a_table_read_by_a_running_dump(master, replica, replica_set, f
         replication={"wait_seconds": 30, "poll_seconds": 1},
         run_lock_dir=str(tmp_path),
     )
-    proc = start_tracker(config, "run", "--date", "2026-11-01")
-    try:
-        assert wait_for(lambda: any("`big`" in str(info) for _id, info in tagged_queries(replica)), 60)
-        master.sql(f"ALTER TABLE {qualified(fresh_db, 'small')} ADD COLUMN added INT")
-        altered = time.monotonic()
-        replica_set.sync(timeout=3 + 60)  # applied on the replica: the SQL thread was released
-        released = time.monotonic() - altered
-        _out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with held_table(replica, f"{fresh_db}.big") as release:
+        proc = start_tracker(config, "run", "--date", "2026-11-01")
+        try:
+            assert wait_for(lambda: any("`big`" in str(info) for _id, info in held_dumps(replica)), 60)
+            master.sql(f"ALTER TABLE {qualified(fresh_db, 'small')} ADD COLUMN added INT")
+            altered = time.monotonic()
+            replica_set.sync(timeout=3 + 60)  # applied on the replica: the SQL thread was released
+            released = time.monotonic() - altered
+            release()  # now big may be dumped, from a snapshot taken after the ALTER
+            _out, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     log = err.decode()
     assert proc.returncode == 0, log
     assert released < 3 + 60

@@ -3,12 +3,19 @@
 Every fault must leave no object under the table's keys, no multipart
 upload open, nothing in outfile_dir (counting unlinked files still held
 open) and no dump query running on the server.
+
+No fault is timed against the dump: the test holds the dump where the fault
+must land -- between two parts of its upload (the S3 proxy holds part 3 and
+later, so parts 1 and 2 are stored and the upload is open) or, for a killed
+query, before the query's first byte (a metadata lock holds it) -- so the
+tests pass or fail the same way on a fast machine and a slow one.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 
 import pytest
@@ -17,6 +24,10 @@ from sandbox.faults import FaultProxy, part_number_at_least
 from tests.integration.conftest import BIG_ROWS
 from tests.integration.helpers import (
     Sampler,
+    create_small_table,
+    drop_unreplicated,
+    held_dumps,
+    held_table,
     outfile_bytes_on_disk,
     peak_rss,
     run_tracker,
@@ -75,29 +86,53 @@ def test_large_table_streams_in_a_small_window(replica, moto_server, s3, bucket,
     assert list(replica.outfile_dir.iterdir()) == []
 
 
-def dump_until_fault(replica, moto_server, bucket, tmp_path, big_table, fault) -> bytes:
-    """Start a dump, apply ``fault`` well into the table, expect status 1 within 10 s."""
-    config = s3_config(tmp_path, replica, bucket, moto_server.endpoint_url)
-    proc = start_tracker(config, "dump", big_table, "--date", "2026-11-01", env=moto_server.subprocess_env())
-    assert wait_for(lambda: tagged_queries(replica), 30), "dump query never started"
-    time.sleep(1.5)  # well into the table
-    fault(proc)
-    faulted_at = time.monotonic()
+def stored_parts(s3, bucket: str) -> int:
+    """Parts stored so far of the bucket's one open multipart upload."""
+    (upload,) = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return len(s3.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]).get("Parts", []))
+
+
+def finish(proc: subprocess.Popen, proxy: FaultProxy | None = None, timeout: float = 10) -> bytes:
+    """Wait for the faulted tracker (status 1, no traceback) within ``timeout`` s; its stderr.
+
+    Parts the proxy still holds are let go on, a batch at a time, while
+    waiting: later parts are held again, so the upload can not finish unless
+    tracker keeps going after the fault.
+    """
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if proxy is not None:
+            proxy.release_held()
+        try:
+            proc.wait(0.2)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        proc.kill()
     _out, err = proc.communicate(timeout=60)
-    assert time.monotonic() - faulted_at < 10
     assert proc.returncode == 1, err.decode()
     assert b"Traceback" not in err
     return err
 
 
-def test_killed_dump_query_commits_nothing(replica, moto_server, s3, bucket, tmp_path, big_table) -> None:
-    def kill_query(_proc) -> None:
-        (query_id, _info), = tagged_queries(replica)
-        replica.sql(f"KILL QUERY {int(query_id)}")
-
-    err = dump_until_fault(replica, moto_server, bucket, tmp_path, big_table, kill_query)
-    assert b"dump query failed: (1317)" in err
-    assert_nothing_left(replica, s3, bucket)
+def test_killed_dump_query_commits_nothing(replica, moto_server, s3, bucket, tmp_path) -> None:
+    table = create_small_table(replica)
+    try:
+        config = s3_config(tmp_path, replica, bucket, moto_server.endpoint_url)
+        with held_table(replica, table):
+            proc = start_tracker(config, "dump", table, "--date", "2026-11-01", env=moto_server.subprocess_env())
+            try:
+                assert wait_for(lambda: held_dumps(replica), 60), "the dump query never started"
+                (query_id, _info), = held_dumps(replica)
+                replica.sql(f"KILL QUERY {int(query_id)}")
+                err = finish(proc)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        assert b"dump query failed: (1317)" in err.splitlines()[-1], err.decode()
+        assert_nothing_left(replica, s3, bucket)
+    finally:
+        drop_unreplicated(replica, table.split(".")[0])
 
 
 def test_s3_errors_mid_upload_abort_the_upload(replica, moto_server, s3, bucket, tmp_path, big_table) -> None:
@@ -116,6 +151,21 @@ def test_s3_errors_mid_upload_abort_the_upload(replica, moto_server, s3, bucket,
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_process_commits_nothing(replica, moto_server, s3, bucket, tmp_path, big_table, sig) -> None:
-    err = dump_until_fault(replica, moto_server, bucket, tmp_path, big_table, lambda proc: proc.send_signal(sig))
-    assert b"interrupted" in err
+    """The signal lands while parts 1-2 are stored and part 3 on is held: mid-upload, well into the table."""
+    proxy = FaultProxy(moto_server.port, hold=part_number_at_least(3))
+    proxy.start()
+    try:
+        config = s3_config(tmp_path, replica, bucket, proxy.endpoint_url)
+        proc = start_tracker(config, "dump", big_table, "--date", "2026-11-01", env=moto_server.subprocess_env())
+        try:
+            assert proxy.wait_held(1, timeout=120), "no part 3 was ever sent"
+            assert wait_for(lambda: stored_parts(s3, bucket) == 2, 60), stored_parts(s3, bucket)
+            proc.send_signal(sig)
+            err = finish(proc, proxy)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        proxy.stop()
+    assert err.decode().splitlines()[-1] == "tracker: error: interrupted; nothing unfinished was committed", err.decode()
     assert_nothing_left(replica, s3, bucket)

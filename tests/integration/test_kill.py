@@ -1,13 +1,31 @@
-"""``tracker kill``: orphans on a healthy replica, everything after a promotion."""
+"""``tracker kill``: orphans on a healthy replica, everything after a promotion.
+
+A live dump is held open by the test (``held_table``: its query waits for
+a metadata lock, running and tagged, before its first byte) for exactly as
+long as the test needs it, whatever the machine's speed.
+
+The two orphan tests are NOT yet speed-independent: an orphan is a query
+whose tracker is dead, and neither hold keeps one alive -- MariaDB ends a
+metadata-lock wait once it notices the client is gone (within a second or
+two), and a frozen outfile_dir (fsfreeze) blocks tracker's own O_RDWR open
+of the OUTFILE in the kernel, where SIGKILL can not reach it.  They still
+rely on the server taking a while to write big_on_replica2.
+"""
 
 from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
 
+import pytest
 
 from sandbox.mariadb import REPL_PASSWORD, REPL_USER  # noqa: F401
 from tests.integration.helpers import (
+    create_small_table,
+    drop_unreplicated,
+    held_dumps,
+    held_table,
     run_tracker,
     start_tracker,
     tagged_queries,
@@ -15,12 +33,22 @@ from tests.integration.helpers import (
     write_config,
 )
 
+
+@pytest.fixture
+def table(replica2) -> Iterator[str]:
+    """A small table on replica2 alone."""
+    name = create_small_table(replica2)
+    yield name
+    drop_unreplicated(replica2, name.split(".")[0])
+
 def nothing_under(dest) -> bool:
     """No object a reader would see (a kill -9 can leave a hidden temporary file)."""
     return not [p for p in dest.rglob("*") if p.is_file() and not p.name.startswith(".")]
 
 
 def test_orphan_of_a_killed_dump_is_killed(replica2, tmp_path, big_on_replica2) -> None:
+    # NOT speed-independent (see the module docstring): the orphan lives only
+    # as long as the server takes to write big_on_replica2.
     dest = tmp_path / "dest"
     config = write_config(tmp_path, replica2, f"file://{dest}", kill_skip_file=str(tmp_path / "no_kill"))
     proc = start_tracker(config, "dump", big_on_replica2, "--date", "2026-11-01")
@@ -51,6 +79,7 @@ def test_orphan_of_a_killed_dump_is_killed(replica2, tmp_path, big_on_replica2) 
 
 
 def test_run_kills_orphans_before_it_starts(replica2, replica_set, tmp_path, big_on_replica2) -> None:
+    # NOT speed-independent, like the test above.
     dest = tmp_path / "dest"
     config = write_config(
         tmp_path,
@@ -72,18 +101,22 @@ def test_run_kills_orphans_before_it_starts(replica2, replica_set, tmp_path, big
     assert wait_for(lambda: not tagged_queries(replica2), 5)
 
 
-def test_live_dump_is_left_alone_on_a_healthy_replica(replica2, tmp_path, big_on_replica2) -> None:
+def test_live_dump_is_left_alone_on_a_healthy_replica(replica2, tmp_path, table) -> None:
     dest = tmp_path / "dest"
     config = write_config(tmp_path, replica2, f"file://{dest}", kill_skip_file=str(tmp_path / "no_kill"))
-    proc = start_tracker(config, "dump", big_on_replica2, "--date", "2026-11-02")
-    try:
-        assert wait_for(lambda: tagged_queries(replica2), 30)
-        result = run_tracker(config, "kill")
-        assert result.returncode == 0 and b"0 queries killed" in result.stdout
-        assert proc.wait(120) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with held_table(replica2, table) as release:
+        proc = start_tracker(config, "dump", table, "--date", "2026-11-02")
+        try:
+            assert wait_for(lambda: held_dumps(replica2), 60)
+            result = run_tracker(config, "kill")
+            assert result.returncode == 0 and b"0 queries killed" in result.stdout
+            assert held_dumps(replica2), "the live dump's query was touched"
+            release()
+            assert proc.wait(120) == 0, proc.communicate()[1].decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert (dest / "main" / table.replace(".", "/") / "dt=2026-11-02" / "_SUCCESS").exists()
 
 
 def promote(replica) -> None:
@@ -103,24 +136,26 @@ def reattach(replica, master, replica_set) -> None:
     replica_set.sync()
 
 
-def test_promotion_mid_dump_then_kill(master, replica2, replica_set, tmp_path, big_on_replica2) -> None:
+def test_promotion_mid_dump_then_kill(master, replica2, replica_set, tmp_path, table) -> None:
     dest = tmp_path / "dest"
     config = write_config(tmp_path, replica2, f"file://{dest}", kill_skip_file=str(tmp_path / "no_kill"))
-    proc = start_tracker(config, "dump", big_on_replica2, "--date", "2026-11-03")
     try:
-        assert wait_for(lambda: tagged_queries(replica2), 30)
-        time.sleep(0.5)
-        promote(replica2)
-        started = time.monotonic()
-        result = run_tracker(config, "kill")
-        assert result.returncode == 0, result.stderr.decode()
-        assert b"not a replica" in result.stdout and b"sent SIGTERM to tracker pid %d" % proc.pid in result.stdout
-        assert wait_for(lambda: not tagged_queries(replica2), 5)
-        assert proc.wait(15) != 0
-        assert time.monotonic() - started < 15
-        assert nothing_under(dest)
-        assert list(replica2.outfile_dir.iterdir()) == []
+        with held_table(replica2, table):
+            proc = start_tracker(config, "dump", table, "--date", "2026-11-03")
+            try:
+                assert wait_for(lambda: held_dumps(replica2), 60)
+                promote(replica2)
+                started = time.monotonic()
+                result = run_tracker(config, "kill")
+                assert result.returncode == 0, result.stderr.decode()
+                assert b"not a replica" in result.stdout and b"sent SIGTERM to tracker pid %d" % proc.pid in result.stdout
+                assert wait_for(lambda: not tagged_queries(replica2), 5)
+                assert proc.wait(15) != 0
+                assert time.monotonic() - started < 15
+                assert nothing_under(dest)
+                assert list(replica2.outfile_dir.iterdir()) == []
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        reattach(replica2, master, replica_set)
+        reattach(replica2, master, replica_set)  # after the lock is gone: read_only=ON waits for it

@@ -29,8 +29,9 @@ def test_full_outfile_dir(replica, tmp_path, small_outfile_dir) -> None:
         config = write_config(tmp_path, replica, f"file://{dest}", outfile_dir=str(small_outfile_dir))
         result = run_tracker(config, "dump", name, "--date", "2026-11-01", timeout=120)
         assert result.returncode == 1
-        out = result.stdout.decode()
-        assert "dump query failed" in out and "No space left on device" in out, out
+        line = result.stderr.decode().splitlines()[-1]  # the one error line comes last
+        assert line.startswith("tracker: error: 1 of 1 tables failed: "), result.stderr.decode()
+        assert "dump query failed" in line and "No space left on device" in line, line
         assert b"Traceback" not in result.stderr
         assert [p for p in dest.rglob("*") if p.is_file() and not p.name.startswith(".")] == []
         assert list(small_outfile_dir.iterdir()) == []

@@ -49,7 +49,7 @@ def test_password_file(tmp_path: Path, base: dict) -> None:
         (lambda d: d.update(workers="two"), "workers", "expected an integer"),
         (lambda d: d.update(workers=0), "workers", "between 1 and 64"),
         (lambda d: d.update(workers=True), "workers", "expected an integer"),
-        (lambda d: d.update(compression="zstd"), "compression", "must be one of"),
+        (lambda d: d.update(compression="brotli"), "compression", "must be one of"),
         (lambda d: d.update(worker=4), "worker", "unknown key"),
         (lambda d: d["mysql"].update(prot=1), "mysql.prot", "unknown key"),
         (lambda d: d["mysql"].update(port=70000), "mysql.port", "between 1 and 65535"),
@@ -158,3 +158,85 @@ def test_invalid_run_sections(tmp_path: Path, base: dict, change, key: str, word
     with pytest.raises(ConfigError) as info:
         config.load(path)
     assert str(info.value).startswith(f"{path}: {key}:") and words in str(info.value), str(info.value)
+
+
+# --- warehouse (tracker convert) ----------------------------------------------
+
+
+def test_warehouse_section(tmp_path: Path, base: dict) -> None:
+    base["warehouse"] = {
+        "location": "s3://wh/warehouse/",
+        "catalog": {"type": "sql", "uri": "sqlite:////tmp/c.db", "init": True},
+        "strict": True,
+        "logical_tables": [
+            {"match": r"shard_\d+\.user_info_\d+", "name": "shop.user_info", "namespaces": ["main", "main2"]},
+            {"match": r"a\..*", "name": "`my.db`.t"},
+        ],
+    }
+    wh = config.load(write(tmp_path, base)).warehouse
+    assert wh is not None
+    assert (wh.location.scheme, wh.location.bucket, wh.location.prefix) == ("s3", "wh", "warehouse")
+    assert wh.catalog_props() == {"type": "sql", "uri": "sqlite:////tmp/c.db", "init": "true"}
+    assert wh.strict is True
+    first, second = wh.logical_tables
+    assert first.name == ("shop", "user_info") and first.namespaces == ("main", "main2")
+    assert first.match.fullmatch("shard_12.user_info_3") and not first.match.fullmatch("shard_1.user_info_2x")
+    assert second.name == ("my.db", "t") and second.namespaces == ("main",)  # default: this namespace
+
+
+def test_warehouse_defaults_and_absent(tmp_path: Path, base: dict) -> None:
+    assert config.load(write(tmp_path, base)).warehouse is None
+    base["warehouse"] = {"location": "file:///data/wh"}
+    wh = config.load(write(tmp_path, base)).warehouse
+    assert wh is not None and wh.catalog is None and wh.catalog_props() is None
+    assert wh.logical_tables == () and wh.strict is False
+
+
+def test_converter_config_needs_no_mysql(tmp_path: Path) -> None:
+    """A converter host: destination, warehouse and S3 settings only; dump commands refuse it."""
+    path = write(tmp_path, {"namespace": "main", "destination": "file:///data/dumps", "warehouse": {"location": "file:///data/wh"}})
+    cfg = config.load(path)
+    assert cfg.outfile_dir is None and cfg.warehouse is not None
+    with pytest.raises(ConfigError) as info:
+        cfg.require_outfile_dir()
+    assert str(info.value).startswith(f"{path}: outfile_dir: missing") and info.value.exit_status == 2
+
+
+def test_require_warehouse(tmp_path: Path, base: dict) -> None:
+    path = write(tmp_path, base)
+    with pytest.raises(ConfigError, match=r"warehouse: missing") as info:
+        config.load(path).require_warehouse()
+    assert str(info.value).startswith(f"{path}: warehouse:")
+
+
+@pytest.mark.parametrize(
+    "warehouse, key, words",
+    [
+        ({}, "warehouse.location", "missing"),
+        ({"location": "ftp://x"}, "warehouse.location", "unsupported scheme"),
+        ({"location": "file:///w", "strict": "yes"}, "warehouse.strict", "true or false"),
+        ({"location": "file:///w", "catalog": "sqlite"}, "warehouse.catalog", "expected a mapping"),
+        ({"location": "file:///w", "catalog": {}}, "warehouse.catalog", "empty"),
+        ({"location": "file:///w", "catalog": {"uri": {"a": 1}}}, "warehouse.catalog.uri", "expected a string"),
+        ({"location": "file:///w", "locaton": "x"}, "warehouse.locaton", "unknown key"),
+        ({"location": "file:///w", "logical_tables": {"a": 1}}, "warehouse.logical_tables", "expected a list"),
+        ({"location": "file:///w", "logical_tables": ["x"]}, "warehouse.logical_tables[0]", "expected a mapping"),
+        ({"location": "file:///w", "logical_tables": [{"name": "a.b"}]}, "warehouse.logical_tables[0].match", "missing"),
+        ({"location": "file:///w", "logical_tables": [{"match": "(", "name": "a.b"}]}, "warehouse.logical_tables[0].match", "invalid regular expression"),
+        ({"location": "file:///w", "logical_tables": [{"match": "a"}]}, "warehouse.logical_tables[0].name", "missing"),
+        ({"location": "file:///w", "logical_tables": [{"match": "a", "name": "nodot"}]}, "warehouse.logical_tables[0].name", "DB.TABLE"),
+        ({"location": "file:///w", "logical_tables": [{"match": "a", "name": "a.b", "namespaces": []}]}, "warehouse.logical_tables[0].namespaces", "empty"),
+        ({"location": "file:///w", "logical_tables": [{"match": "a", "name": "a.b", "namespaces": ["x/y"]}]}, "warehouse.logical_tables[0].namespaces", "not a namespace"),
+        ({"location": "file:///w", "logical_tables": [{"match": "a", "name": "a.b", "nme": 1}]}, "warehouse.logical_tables[0].nme", "unknown key"),
+        ({"location": "file:///w", "logical_tables": [{"match": "a", "name": "a.b"}, {"match": "c", "name": "a.b"}]}, "warehouse.logical_tables[1].name", "two logical tables"),
+    ],
+)
+def test_invalid_warehouse(tmp_path: Path, base: dict, warehouse: dict, key: str, words: str) -> None:
+    base["warehouse"] = warehouse
+    path = write(tmp_path, base)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}:"), message
+    assert words in message and "\n" not in message
+    assert info.value.exit_status == 2

@@ -8,24 +8,55 @@ Layout (a contract other tools read), under the destination prefix::
     N/D/T/dt=YYYY-MM-DD/_SUCCESS             written last, when complete
 
 D and T are percent-encoded with every byte outside ``A-Za-z0-9_.-~``
-escaped, so any MySQL identifier maps to exactly one safe key segment.
+escaped (``urllib.parse.quote(name, safe="")``), so any MySQL identifier
+maps to exactly one key segment and distinct names to distinct segments.
+
+Two names survive that encoding unchanged yet are not plain segments: ``.``
+and ``..`` (MariaDB accepts both as database and table names).  A file
+system, an ``s3 sync`` to disk or any URL normaliser resolves them to the
+folder itself or its parent, so ``db.`..``` would land in ``N/db/dt=...``
+next to every other table of ``db``.  Their dots are encoded too (``%2E``,
+``%2E%2E``), so every dataset stays under its own ``N/D/T/`` prefix; every
+other name's segment is exactly ``quote(name, safe="")``.  ``...``, ``a.``
+and names of non-ASCII blanks (U+00A0, U+200B, accepted by MariaDB) are
+ordinary segments for POSIX file systems and S3 and keep that form.  An
+empty name (which MySQL refuses) has no segment: it would vanish between
+two slashes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
-SUFFIXES = {"lz4": ".tsv.lz4", "gzip": ".tsv.gz", "none": ".tsv"}
+SUFFIXES = {"lz4": ".tsv.lz4", "zstd": ".tsv.zst", "gzip": ".tsv.gz", "none": ".tsv"}
 SCHEMA = "schema.sql"
 MANIFEST = "manifest.json"
 SUCCESS = "_SUCCESS"
 
 
+# Segments a path resolver treats as "this folder" / "the parent".
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
 def encode_segment(name: str) -> str:
-    """Percent-encode one identifier as a key segment (no '/' survives)."""
-    return quote(name, safe="")
+    """Percent-encode one identifier as a key segment that no resolver rewrites.
+
+    No ``/`` survives, and ``.``/``..`` become ``%2E``/``%2E%2E`` (see the
+    module docstring); ``decode_segment`` inverts it.
+    """
+    if not name:
+        raise ValueError("an empty name has no key segment")
+    encoded = quote(name, safe="")
+    if encoded in _DOT_SEGMENTS:
+        return encoded.replace(".", "%2E")
+    return encoded
+
+
+def decode_segment(segment: str) -> str:
+    """The identifier ``encode_segment`` made ``segment`` from."""
+    return unquote(segment, errors="strict")
 
 
 def part_name(index: int, compression: str) -> str:
