@@ -9,6 +9,6 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("tracker._unescape", ["tracker/_unescape.c"], optional=True),
+        Extension("tracker._unescape", ["tracker/_unescape.c", "tracker/_textformat.c"], optional=True),
     ],
 )

@@ -187,6 +187,10 @@ crc32c(PyObject *self, PyObject *args)
     return PyLong_FromUnsignedLong(~crc);
 }
 
+/* The text-format tokenizer lives in _textformat.c (same module). */
+extern PyMethodDef tracker_textformat_methods[];
+void tracker_textformat_init(void);
+
 static PyMethodDef methods[] = {
     {"unescape_inplace", unescape_inplace, METH_VARARGS,
      "unescape_inplace(buffer, length) -> new_length: NUL un-escape in place."},
@@ -199,16 +203,20 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "tracker._unescape",
-    "C accelerators: the NUL un-escaper (tracker.unescape) and CRC-32C (tracker.checksum).", -1, methods,
+    "C accelerators: the NUL un-escaper (tracker.unescape), CRC-32C (tracker.checksum) and the text-format tokenizer (tracker.store.textformat).", -1, methods,
 };
 
 PyMODINIT_FUNC
 PyInit__unescape(void)
 {
     crc32c_init();
+    tracker_textformat_init();
 #ifdef HAVE_X86_CRC
     __builtin_cpu_init();
     crc32c_has_hardware = __builtin_cpu_supports("sse4.2");
 #endif
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddFunctions(m, tracker_textformat_methods) < 0)
+        Py_CLEAR(m);
+    return m;
 }
