@@ -7,6 +7,7 @@ only as query parameters.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import pymysql
@@ -120,6 +121,40 @@ def query_one(conn: pymysql.Connection, sql: str, args: object = None) -> tuple 
     return rows[0] if rows else None
 
 
+FLAVORS = ("mariadb", "mysql", "percona")
+
+_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    """``@@version`` as (major, minor, patch); (0, 0, 0) if it has none.
+
+    MariaDB's replication-compatible prefix (``5.5.5-10.11.6-MariaDB``) is
+    skipped; suffixes (``-log``, Percona's ``-28``) are ignored.
+    """
+    text = version.strip()
+    if text.startswith("5.5.5-") and _VERSION.match(text[len("5.5.5-"):]):
+        text = text[len("5.5.5-"):]
+    match = _VERSION.match(text)
+    if not match:
+        return (0, 0, 0)
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+
+
+def flavor_of(version: str, version_comment: str) -> str:
+    """mariadb, percona or mysql, from ``@@version`` and ``@@version_comment``.
+
+    Percona Server reports a MySQL-like version; only its comment
+    (``Percona Server (GPL), Release 28, ...``) names it.
+    """
+    text = f"{version} {version_comment}".lower()
+    if "mariadb" in text:
+        return "mariadb"
+    if "percona" in text:
+        return "percona"
+    return "mysql"
+
+
 @dataclass(frozen=True)
 class ServerInfo:
     """Identity and capabilities of the server tracker talks to."""
@@ -129,15 +164,21 @@ class ServerInfo:
     version: str
     version_comment: str
     secure_file_priv: str | None
+    performance_schema: bool = False  # @@performance_schema: is its processlist table filled?
+
+    @property
+    def flavor(self) -> str:
+        """One of :data:`FLAVORS`."""
+        return flavor_of(self.version, self.version_comment)
 
     @property
     def flavour(self) -> str:
-        text = f"{self.version} {self.version_comment}".lower()
-        if "mariadb" in text:
-            return "mariadb"
-        if "percona" in text:
-            return "percona"
-        return "mysql"
+        """Alias of :attr:`flavor` (older callers)."""
+        return self.flavor
+
+    @property
+    def version_tuple(self) -> tuple[int, int, int]:
+        return parse_version(self.version)
 
     @property
     def label(self) -> str:
@@ -148,7 +189,7 @@ class ServerInfo:
 def server_info(conn: pymysql.Connection) -> ServerInfo:
     row = query_one(
         conn,
-        "SELECT @@hostname, @@port, @@version, @@version_comment, @@secure_file_priv",
+        "SELECT @@hostname, @@port, @@version, @@version_comment, @@secure_file_priv, @@performance_schema",
     )
     assert row is not None
     return ServerInfo(
@@ -157,4 +198,5 @@ def server_info(conn: pymysql.Connection) -> ServerInfo:
         version=str(row[2]),
         version_comment=str(row[3]),
         secure_file_priv=None if row[4] is None else str(row[4]),
+        performance_schema=bool(int(row[5] or 0)),
     )

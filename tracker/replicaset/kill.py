@@ -28,6 +28,7 @@ from tracker.config import DEFAULT_PATH, Config
 from tracker.db import connect, error_text, kill_query, query_all, query_one
 from tracker.errors import KillFailed
 from tracker.db import TAG_PREFIX
+from tracker.replicaset.dialect import Dialect, dialect_of, read_only_is_on
 from tracker.replicaset.replica import read_status
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,18 @@ class KillReport:
     processes: list[int] = field(default_factory=list)
 
 
-def tagged_queries(conn: pymysql.Connection) -> list[TaggedQuery]:
-    """Tracker's dump statements running on the server, with the pid in their tag."""
+def tagged_queries(conn: pymysql.Connection, dialect: Dialect | None = None) -> list[TaggedQuery]:
+    """Tracker's dump statements running on the server, with the pid in their tag.
+
+    The process list is the dialect's: ``performance_schema.processlist``
+    on MySQL 8.0.22+ (the information_schema one is deprecated there),
+    ``information_schema.PROCESSLIST`` on MariaDB; both have ID and INFO,
+    and ID is what CONNECTION_ID() and KILL QUERY use.
+    """
+    processlist = (dialect or dialect_of(conn)).processlist
     rows = query_all(
         conn,
-        "SELECT ID, INFO FROM information_schema.PROCESSLIST"
-        " WHERE INFO LIKE %s AND ID <> CONNECTION_ID()",
+        f"SELECT ID, INFO FROM {processlist} WHERE INFO LIKE %s AND ID <> CONNECTION_ID()",
         ("%" + TAG_PREFIX + "pid=%",),
     )
     found = []
@@ -111,12 +118,20 @@ def tracker_processes(config_path: str) -> list[int]:
     return sorted(pids)
 
 
-def failover_reason(conn: pymysql.Connection) -> str:
-    """Why dumps must stop on this server, or "" on a healthy replica."""
-    if read_status(conn) is None:
+def failover_reason(conn: pymysql.Connection, dialect: Dialect | None = None) -> str:
+    """Why dumps must stop on this server, or "" on a healthy replica.
+
+    ``read_only`` alone decides, on every flavor: MySQL's super_read_only
+    can only be ON while read_only is ON (setting it sets read_only, turning
+    read_only off turns it off), so a promoted MySQL server shows read_only
+    off either way, and a replica with super_read_only off but read_only on
+    is still a replica.  MariaDB 12's enum values other than OFF count as on.
+    """
+    dialect = dialect or dialect_of(conn)
+    if read_status(conn, dialect) is None:
         return "the local server is not a replica"
-    row = query_one(conn, "SELECT @@GLOBAL.read_only")
-    if row is not None and not int(row[0]):
+    row = query_one(conn, dialect.read_only)
+    if row is not None and not read_only_is_on(row[0]):
         return "read_only is off on the local server"
     return ""
 

@@ -1,8 +1,9 @@
 """Is the local server a replica, and has it applied the master's events up to a cutoff?
 
-``SHOW REPLICA STATUS`` (MySQL 8.0.22+, MariaDB 10.5+) or ``SHOW SLAVE STATUS``
-(older servers) answer with one of two vocabularies: ``Source_*``/``Replica_*``
-(MySQL 8.0.22+ and 8.4) or ``Master_*``/``Slave_*`` (MariaDB, older MySQL).
+The status statement is the one the server's dialect names (``SHOW REPLICA
+STATUS`` on MySQL 8.0.22+ and MariaDB 10.5.1+, else ``SHOW SLAVE STATUS``);
+its columns come in one of two vocabularies: ``Source_*``/``Replica_*``
+(MySQL 8.0.22+) or ``Master_*``/``Slave_*`` (MariaDB, older MySQL).
 :func:`parse_status` maps either to one :class:`ReplicaStatus`.
 """
 
@@ -20,25 +21,12 @@ import pymysql.cursors
 
 from tracker.config import Config, MySQLConfig, ReplicationConfig
 from tracker.db import qualified, query_one
-from tracker.errors import NotAReplica, NotCaughtUp
-from tracker.errors import Cancelled
+from tracker.errors import Cancelled, NotAReplica, NotCaughtUp
+from tracker.replicaset.dialect import STATUS_COLUMN_CHOICES, Dialect, dialect_of
 
 log = logging.getLogger(__name__)
 
-# (our field, names in the new vocabulary, names in the old one)
-_FIELDS = {
-    "source_host": ("Source_Host", "Master_Host"),
-    "source_port": ("Source_Port", "Master_Port"),
-    "io_running": ("Replica_IO_Running", "Slave_IO_Running"),
-    "sql_running": ("Replica_SQL_Running", "Slave_SQL_Running"),
-    "seconds_behind": ("Seconds_Behind_Source", "Seconds_Behind_Master"),
-    "relay_source_log_file": ("Relay_Source_Log_File", "Relay_Master_Log_File"),
-    "exec_source_log_pos": ("Exec_Source_Log_Pos", "Exec_Master_Log_Pos"),
-    "executed_gtid_set": ("Executed_Gtid_Set",),
-    "gtid_io_pos": ("Gtid_IO_Pos",),
-    "last_sql_error": ("Last_SQL_Error",),
-    "last_io_error": ("Last_IO_Error",),
-}
+_FIELDS = STATUS_COLUMN_CHOICES
 
 
 @dataclass(frozen=True)
@@ -141,16 +129,54 @@ def progress_from_heartbeat(newest: dt.datetime | None) -> Progress:
 # --- reading the server -------------------------------------------------------
 
 
-def read_status(conn: pymysql.Connection) -> ReplicaStatus | None:
-    """The local replica status; tries the new statement, then the old one."""
-    for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
-        try:
-            with conn.cursor(pymysql.cursors.DictCursor) as cur:
-                cur.execute(statement)
-                return parse_status(cur.fetchone())
-        except pymysql.err.ProgrammingError:
-            continue  # syntax unknown to this server version
-    return None
+def read_status(conn: pymysql.Connection, dialect: Dialect | None = None) -> ReplicaStatus | None:
+    """The local replica status, by the statement the server's dialect names.
+
+    No fallback to the other spelling: a failure (a missing privilege
+    included) is an error, never "not a replica".
+    """
+    statement = (dialect or dialect_of(conn)).replica_status
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(statement)
+        return parse_status(cur.fetchone())
+
+
+@dataclass(frozen=True)
+class BinlogStatus:
+    """The server's own binary log position (``SHOW BINARY LOG STATUS`` and aliases)."""
+
+    file: str
+    position: int
+    gtid: str  # Executed_Gtid_Set on MySQL; MariaDB's statement has no GTID column
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.file}:{self.position}"
+
+
+def parse_binlog_status(row: Mapping[str, Any] | None) -> BinlogStatus | None:
+    """One binlog status row to a status; None when binary logging is off (no row)."""
+    if not row:
+        return None
+    return BinlogStatus(
+        file=_text(row.get("File")),
+        position=int(row.get("Position") or 0),
+        gtid=" ".join(_text(row.get("Executed_Gtid_Set")).split()),
+    )
+
+
+def read_binlog_status(conn: pymysql.Connection, dialect: Dialect | None = None) -> BinlogStatus | None:
+    """The local server's own binlog position, by the statement its dialect names."""
+    statement = (dialect or dialect_of(conn)).binlog_status
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(statement)
+        return parse_binlog_status(cur.fetchone())
+
+
+def applied_gtid(conn: pymysql.Connection, dialect: Dialect | None = None) -> str:
+    """The GTID set/position this replica has applied (gtid_executed or gtid_slave_pos)."""
+    row = query_one(conn, (dialect or dialect_of(conn)).gtid_position)
+    return " ".join(_text(row[0]).split()) if row else ""
 
 
 def server_utc_now(conn: pymysql.Connection) -> dt.datetime:

@@ -16,14 +16,14 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 import pymysql
 
 from tracker.config import MySQLConfig, ReplicationConfig
-from tracker.db import connect, query_one
-from tracker.db import SESSION_SETTINGS
-from tracker.replicaset.replica import newest_heartbeat, read_status
+from tracker.db import SESSION_SETTINGS, connect
+from tracker.replicaset.dialect import Dialect, dialect_of
+from tracker.replicaset.replica import applied_gtid, newest_heartbeat, read_status
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +72,28 @@ class Snapshot:
     def is_stale(self, conn: pymysql.Connection) -> bool:
         return self._positions.get(id(conn), (0, self.position))[0] < self.generation
 
-    def request_refresh(self, reason: str) -> None:
-        """Every worker ends its transaction: in-flight units stop and run again later."""
+    def request_refresh(self, reason: str, only: Collection[int] | None = None) -> None:
+        """Every worker ends its transaction: in-flight units stop and run again later.
+
+        ``only`` (server connection ids): just those workers' in-flight units
+        stop now -- the transactions that block a DDL statement; the other
+        workers finish their unit and renew before the next one, so no work
+        of theirs is redone, yet no unit starts from a snapshot older than
+        the DDL (such a snapshot can not read the altered table).
+        """
         with self._lock:
             self.generation += 1
-            in_flight = list(self._in_flight.values())
+            in_flight = [
+                stop for conn in self.connections
+                if (stop := self._in_flight.get(id(conn))) is not None and (only is None or conn.thread_id() in only)
+            ]
         log.warning("event=snapshot_refresh_requested reason=%s units_interrupted=%d", reason, len(in_flight))
         for stop in in_flight:
             stop.set()
+
+    def connection_ids(self) -> list[int]:
+        """The workers' server connection ids (they stay the same across renewals)."""
+        return [conn.thread_id() for conn in self.connections]
 
     @contextlib.contextmanager
     def unit(self, conn: pymysql.Connection, stop: threading.Event) -> Iterator[None]:
@@ -112,18 +126,10 @@ class Snapshot:
         self.connections = []
 
 
-def _sql_thread(conn: pymysql.Connection, verb: str) -> None:
-    """``STOP``/``START`` the SQL thread in either vocabulary."""
-    last: Exception | None = None
-    for noun in ("REPLICA", "SLAVE"):
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"{verb} {noun} SQL_THREAD")
-            return
-        except pymysql.err.ProgrammingError as exc:
-            last = exc  # syntax of the other vocabulary
-    assert last is not None
-    raise last
+def _sql_thread(conn: pymysql.Connection, statement: str) -> None:
+    """Run the dialect's ``STOP``/``START ... SQL_THREAD`` (its spelling, no guessing)."""
+    with conn.cursor() as cur:
+        cur.execute(statement)
 
 
 def _open_worker(config: MySQLConfig) -> pymysql.Connection:
@@ -133,13 +139,12 @@ def _open_worker(config: MySQLConfig) -> pymysql.Connection:
     return conn
 
 
-def _position(conn: pymysql.Connection, heartbeat_table: tuple[str, str] | None) -> Position:
-    status = read_status(conn)
+def _position(conn: pymysql.Connection, heartbeat_table: tuple[str, str] | None, dialect: Dialect) -> Position:
+    status = read_status(conn, dialect)
     assert status is not None
-    gtid = status.executed_gtid_set
-    if not gtid:
-        row = query_one(conn, "SELECT @@GLOBAL.gtid_slave_pos")
-        gtid = str(row[0]) if row and row[0] is not None else ""
+    # MySQL's status carries Executed_Gtid_Set; MariaDB's does not, and its
+    # applied position is gtid_slave_pos (the dialect's gtid_position).
+    gtid = status.executed_gtid_set or applied_gtid(conn, dialect)
     beat = newest_heartbeat(conn, heartbeat_table) if heartbeat_table else None
     return Position(
         gtid=gtid,
@@ -165,18 +170,19 @@ def _renew(
         return None
     control = connect(config)
     try:
-        status = read_status(control)
+        dialect = dialect_of(control)
+        status = read_status(control, dialect)
         was_running = bool(status and status.sql_running)
         started = time.monotonic()
         if was_running:
-            _sql_thread(control, "STOP")
+            _sql_thread(control, dialect.stop_sql_thread)
         try:
             for conn in connections:
                 _begin(conn)
-            position = _position(control, replication.heartbeat_table)
+            position = _position(control, replication.heartbeat_table, dialect)
         finally:
             if was_running:
-                _sql_thread(control, "START")
+                _sql_thread(control, dialect.start_sql_thread)
         log.info(
             "event=snapshot workers=%d gtid=%s binlog=%s:%d sql_thread_stopped_secs=%.3f",
             len(connections),
