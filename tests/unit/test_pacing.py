@@ -22,6 +22,7 @@ from tracker.dump.pacing import (
     FAILURES_BEFORE_UNKNOWN,
     MB,
     LagGuard,
+    LoadGuard,
     Pacer,
     RateLimit,
     open_pacing,
@@ -338,3 +339,98 @@ def test_open_pacing_on_a_replica_starts_a_guard_that_pauses_when_unreachable() 
     with open_pacing(config, "follow", replica=True) as pacer:
         assert pacer.rate is None and pacer.lag is not None and not pacer.in_stream
         assert pacer.lag.lag is None and not pacer.lag.ok()  # never measured: unknown
+
+
+# --- LoadGuard (Threads_running) ----------------------------------------------------
+
+
+def load_guard(probe: FakeProbe, max_running: int = 8) -> LoadGuard:
+    """A load guard measured once, without its poller thread."""
+    load = LoadGuard(MySQLConfig(), ReplicationConfig(max_threads_running=max_running), poll_seconds=0.2, probe=probe)
+    load.poll_once()
+    return load
+
+
+def test_load_guard_pauses_before_a_unit_until_threads_running_drops(caplog: pytest.LogCaptureFixture) -> None:
+    probe = FakeProbe(40)
+    load = load_guard(probe)
+    clock = FakeClock()
+
+    def on_wait(n: int) -> None:
+        if n == 3:
+            probe.lag = 8  # at the limit: not above it
+            load.poll_once()
+
+    cancel = FakeCancel(clock, on_wait)
+    pacer = Pacer(None, None, in_stream=False, load=load)
+    assert pacer.active
+    with caplog.at_level(logging.INFO, logger="tracker.dump.pacing"):
+        pacer.before_unit(cancel)
+    assert len(cancel.waits) == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "event=load_pause threads_running=40 max=8",
+        "event=load_resume threads_running=8 max=8",
+    ]
+
+
+def test_load_guard_never_pauses_inside_a_stream() -> None:
+    """A dump query we stop reading still counts as running: pausing mid-stream would not lower the load."""
+    clock = FakeClock()
+    cancel = FakeCancel(clock)
+    load = load_guard(FakeProbe(1000))
+    for in_stream in (True, False):
+        meter = Pacer(None, None, in_stream=in_stream, load=load).meter(cancel)
+        meter(MB)
+        rated = Pacer(RateLimit(1000, clock=clock), None, in_stream=in_stream, load=load).meter(cancel)
+        rated(MB)
+    assert cancel.waits == []
+
+
+def test_load_and_lag_are_both_waited_for_before_a_unit() -> None:
+    lag_probe, load_probe = FakeProbe(100), FakeProbe(100)
+    lag, load = guard(lag_probe), load_guard(load_probe)
+    clock = FakeClock()
+
+    def on_wait(n: int) -> None:
+        if n == 2:
+            lag_probe.lag = 0
+            lag.poll_once()
+        if n == 4:
+            load_probe.lag = 1
+            load.poll_once()
+
+    cancel = FakeCancel(clock, on_wait)
+    Pacer(None, lag, in_stream=False, load=load).before_unit(cancel)
+    assert len(cancel.waits) == 4 and lag.ok() and load.ok()
+
+
+def test_load_unknown_after_repeated_failures_pauses(caplog: pytest.LogCaptureFixture) -> None:
+    probe = FakeProbe(2)
+    load = load_guard(probe)
+    probe.lag = ConnectionError("gone")
+    with caplog.at_level(logging.INFO, logger="tracker.dump.pacing"):
+        for _ in range(FAILURES_BEFORE_UNKNOWN):
+            load.poll_once()
+    assert load.value is None and not load.ok()
+    assert "event=load_poll_failed failures=3 threads_running_unknown=yes error=" in caplog.records[-1].getMessage()
+    clock = FakeClock()
+    cancel = FakeCancel(clock, on_wait=lambda n: cancel.set())
+    with pytest.raises(Cancelled):
+        Pacer(None, None, in_stream=False, load=load).before_unit(cancel)
+
+
+def test_load_guard_needs_a_limit() -> None:
+    with pytest.raises(ValueError):
+        LoadGuard(MySQLConfig(), ReplicationConfig(max_threads_running=None))
+
+
+def test_open_pacing_starts_the_load_guard_on_any_server_when_configured() -> None:
+    config = make_config(
+        mysql=MySQLConfig(port=closed_port(), connect_timeout=1),
+        replication=ReplicationConfig(max_threads_running=16, poll_seconds=1),
+    )
+    for replica in (True, False):  # a master dumped with --allow-master is protected too
+        with open_pacing(config, "fifo", replica=replica) as pacer:
+            assert pacer.active and pacer.lag is None and pacer.load is not None
+            assert pacer.load.max_threads_running == 16
+            assert pacer.load.value is None and not pacer.load.ok()  # unreachable: unknown, pauses

@@ -2,7 +2,10 @@
 
 ``verify`` is what an alert is built on: it lists the tables the local
 server has (after the same filters as ``run``) whose dataset for the date is
-not complete in the destination.
+not complete in the destination.  ``verify --deep`` also reads back every
+object of the complete ones (``tracker.store.audit``) and, with a
+``warehouse`` section, checks the Parquet files' row counts
+(``tracker.warehouse.audit``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from tracker.db import connect, server_info
 from tracker.replicaset.datasets import DatasetLeases, lock_master
 from tracker.replicaset.replica import read_status
 
+from tracker.store.audit import Problem, audit_dataset
 from tracker.store.sinks import open_store
+from tracker.warehouse.audit import audit_warehouse
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,23 @@ class Gap:
 
 def verify(config: Config, date: dt.date) -> tuple[int, list[Gap]]:
     """(tables checked, the ones not complete)."""
+    checked, gaps, _complete = _survey(config, date)
+    return checked, gaps
+
+
+def verify_deep(config: Config, date: dt.date) -> tuple[int, list[Gap], list[Problem]]:
+    """:func:`verify`, plus every bad object of the complete datasets (and of their Parquet copies)."""
+    checked, gaps, complete = _survey(config, date)
+    store = open_store(config.destination, config.s3)
+    problems: list[Problem] = []
+    for keys in complete:
+        problems += audit_dataset(store, keys)
+    problems += audit_warehouse(config, date)
+    return checked, gaps, problems
+
+
+def _survey(config: Config, date: dt.date) -> tuple[int, list[Gap], list[layout.DatasetKeys]]:
+    """(tables checked, the ones not complete, the keys of the complete ones)."""
     store = open_store(config.destination, config.s3)
     conn = connect(config.mysql)
     try:
@@ -37,13 +59,15 @@ def verify(config: Config, date: dt.date) -> tuple[int, list[Gap]]:
     finally:
         conn.close()
     gaps = []
+    complete = []
     for db, table in tables:
         keys = layout.DatasetKeys(config.namespace, db, table, date)
         if store.exists(keys.success):
+            complete.append(keys)
             continue
         state = "incomplete" if store.list(keys.prefix + "/") else "missing"
         gaps.append(Gap(db, table, state))
-    return len(tables), gaps
+    return len(tables), gaps, complete
 
 
 def claims_listing(config: Config, date: dt.date) -> list[tuple]:
