@@ -124,6 +124,9 @@ class MariaDB:
     port: int
     server_id: int
     buffer_pool_mb: int = 256
+    # Extra mariadbd options, after the defaults (so they win), e.g.
+    # ["--performance-schema=ON"]; take effect at the next start/restart.
+    options: list[str] = field(default_factory=list)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -275,7 +278,7 @@ class MariaDB:
             "--report-host=127.0.0.1",
             f"--report-port={self.port}",
         ]
-        return argv
+        return argv + self.options
 
     def _check_identity(self) -> None:
         """Log in and make sure the server on our port is ours.
@@ -475,6 +478,11 @@ def _attach_replica(replica: MariaDB, master: MariaDB) -> None:
             cur.execute("SET GLOBAL read_only = ON")
     finally:
         conn.close()
+    # A restart (tests restart replicas) must come back read-only too, as a
+    # real replica's my.cnf would have it; tests that promote a replica set
+    # read_only OFF themselves and restore it.
+    if "--read-only" not in replica.options:
+        replica.options.insert(0, "--read-only")
 
 
 def _stop_quietly(replica_set: ReplicaSet) -> None:

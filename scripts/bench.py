@@ -34,7 +34,12 @@ kept and all are reported.  "GB" is 1e9 bytes of the bare OUTFILE's size.
 Targets are printed as PASS/FAIL, never asserted: the script exits 0 when a
 target is missed, and non-zero only when the bench itself could not run.
 
-    python3 scripts/bench.py [--mb 1000] [--runs 2] [--json PATH] [--keep] [--skip-mydumper]
+    python3 scripts/bench.py [--mb 1000] [--runs 2] [--json PATH] [--keep] [--skip-mydumper] [--skip-convert]
+                             [--small-tables 1000] [--only small-tables]
+
+``--small-tables N`` (default 1000, 0 skips it) also times ``tracker run`` of
+N tables of three rows each (``scripts/bench_small_tables.py``): time and
+master round trips per table.
 
 A quick check: ``--mb 200 --runs 1``.
 """
@@ -66,7 +71,9 @@ for _path in (REPO, SCRIPTS):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+import bench_convert  # noqa: E402
 import bench_mydumper  # noqa: E402
+import bench_small_tables  # noqa: E402
 from sandbox import TRACKER_PASSWORD, TRACKER_USER, MariaDB, MotoServer, ReplicaSet, start_replica_set  # noqa: E402
 from tests.integration.helpers import Sampler, outfile_bytes_on_disk, peak_rss, write_config  # noqa: E402
 from tracker.store.layout import DatasetKeys  # noqa: E402
@@ -210,6 +217,7 @@ class Results:
     tracker: dict[str, Series]  # label -> runs
     settings: Settings
     mydumper: Series | None = None
+    convert: bench_convert.ConvertResults | None = None  # stage 2, unless --skip-convert
 
 
 # --- measuring helpers -----------------------------------------------------------
@@ -800,6 +808,8 @@ def format_report(results: Results) -> str:
         lines += _details(r, size, series.runs)
     lines += _mydumper_lines(results, size)
     lines += _target_lines(results)
+    if results.convert is not None:
+        lines += bench_convert.format_lines(results.convert, per_gb(bare.server_cpu_s, size), INDENT)
     return "\n".join(lines)
 
 
@@ -842,6 +852,7 @@ def to_json(results: Results) -> dict[str, Any]:
             if label in results.tracker:
                 entry["best"][key] = best.wall_s / results.tracker[label].best.wall_s
         data["mydumper"] = entry
+    data["convert"] = bench_convert.to_json(results.convert) if results.convert is not None else None
     return data
 
 
@@ -859,13 +870,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="do not compare with mydumper + lz4 + upload (compared by default when mydumper is installed)",
     )
+    parser.add_argument(
+        "--skip-convert", action="store_true", help="do not measure tracker convert (stage 2: Parquet, one core and Spark)"
+    )
+    parser.add_argument(
+        "--small-tables",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="also time `tracker run` of N tables of 3 rows (scripts/bench_small_tables.py); 0 skips it [1000]",
+    )
+    parser.add_argument(
+        "--only", choices=["small-tables"], help="run only this measurement (small-tables: only the many small tables)"
+    )
     args = parser.parse_args(argv)
+    if args.only == "small-tables" and args.small_tables < 1:
+        parser.error("--only small-tables needs --small-tables of at least 1")
     if args.mb < 1 or args.runs < 1:
         parser.error("--mb and --runs must be at least 1")
     return args
 
 
-def bench(args: argparse.Namespace, root: Path, work: Path) -> Results:
+def bench(args: argparse.Namespace, root: Path, work: Path) -> Results | None:
     replica_set: ReplicaSet | None = None
     moto = MotoServer(work / "moto")
     try:
@@ -874,7 +900,11 @@ def bench(args: argparse.Namespace, root: Path, work: Path) -> Results:
         replica = replica_set.replicas[0]
         moto.start()
         moto.create_bucket(BUCKET)
-        return measure(args, replica, moto, work)
+        results = None if args.only == "small-tables" else measure(args, replica, moto, work)
+        if args.small_tables > 0:
+            small = bench_small_tables.measure(replica_set, moto, work, args.small_tables)
+            print("\n".join(bench_small_tables.format_lines(small)), flush=True)
+        return results
     finally:
         _stop(moto.stop, "moto server")
         if replica_set is not None:
@@ -918,7 +948,27 @@ def measure(args: argparse.Namespace, replica: MariaDB, moto: MotoServer, work: 
         if mydumper is not None and dumped is not None:
             dumped.runs.append(run_mydumper(mydumper, replica, moto, work, index))
     table = TableFacts(f"{DB}.{TABLE}", rows, data_bytes, bare.best.outfile_bytes, server_bytes)
-    return Results(machine, table, bare, tracked, settings, dumped)
+    converted = None if args.skip_convert else measure_convert(args, replica, work, dest, chunked)
+    return Results(machine, table, bare, tracked, settings, dumped, converted)
+
+
+def measure_convert(
+    args: argparse.Namespace, replica: MariaDB, work: Path, dest: Path, chunked: dict[str, Any]
+) -> bench_convert.ConvertResults:
+    """Stage 2: the table dumped once more in chunks, then converted (scripts/bench_convert.py)."""
+    date = "2026-10-01"
+    keys = DatasetKeys(NAMESPACE, DB, TABLE, dt.date.fromisoformat(date))
+    return bench_convert.measure(
+        args.runs,
+        work,
+        dest,
+        lambda directory, destination, **extra: write_config(directory, replica, destination, **extra),
+        lambda argv, env: _metered(argv, env, replica, None),
+        lambda config, day: [sys.executable, "-m", "tracker", "--config", str(config), "dump", f"{DB}.{TABLE}", "--date", day],
+        lambda day: json.loads((dest / keys.manifest).read_bytes()),
+        date,
+        chunked,
+    )
 
 
 def mydumper_options(
@@ -971,6 +1021,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
             shutil.rmtree(work, ignore_errors=True)
+    if results is None:  # --only small-tables: printed as it finished
+        return 0
     print(format_report(results), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(to_json(results), indent=2) + "\n")

@@ -4,7 +4,10 @@ Starts a MariaDB master with two GTID replicas and a local S3 API (moto
 server, its own process), loads a small shop database on the master, runs
 the nightly job ``tracker run`` on both replicas at once (they share the
 tables through claims on the master) and on the master (where it does
-nothing), then ``tracker verify``, and prints what landed.  Everything is
+nothing), then ``tracker verify``, and prints what landed.  Then stage 2:
+``tracker convert`` turns the datasets into Parquet registered in an
+Iceberg catalog (a sqlite file), and the demo queries them with DuckDB and
+reads the Iceberg table through pyiceberg.  Everything is
 stopped and removed at the end unless ``--keep``.
 """
 
@@ -74,6 +77,10 @@ def write_config(root: Path, replica, moto: MotoServer) -> Path:
                 "skip_file": str(root / "skip"),
                 "kill_skip_file": str(root / "no_kill"),
                 "run_lock_dir": str(root),
+                "warehouse": {
+                    "location": f"file://{root / 'warehouse'}",
+                    "catalog": {"type": "sql", "uri": f"sqlite:///{root / 'catalog.db'}", "warehouse": f"file://{root / 'warehouse'}"},
+                },
             }
         )
     )
@@ -112,6 +119,34 @@ def show(config: Path, moto: MotoServer) -> None:
     print(result.stdout, end="")
 
 
+def stage_two(config: Path, moto: MotoServer, root: Path) -> int:
+    """Convert what was dumped, then read it as a data engineer would."""
+    result = tracker(config, moto, "convert", "--date", DATE)
+    print(result.stdout, end="")
+    if result.returncode != 0:
+        print(result.stderr, file=sys.stderr)
+        return result.returncode
+    import duckdb  # the [warehouse] side of the sandbox; imported only here
+    from pyiceberg.catalog import load_catalog
+
+    files = root / "warehouse" / "demo" / "shop"
+    query = (
+        "SELECT o.status, count(*) AS orders, sum(o.total) AS total, any_value(c.name) AS a_customer"
+        f" FROM read_parquet('{files}/orders/*/*.parquet', hive_partitioning = true) o"
+        f" JOIN read_parquet('{files}/customers/*/*.parquet', hive_partitioning = true) c ON c.id = o.customer"
+        f" WHERE o.dt = DATE '{DATE}' GROUP BY ALL ORDER BY 1"
+    )
+    print(f"\n$ duckdb: {query}")
+    print(duckdb.sql(query))
+    catalog = load_catalog("tracker", type="sql", uri=f"sqlite:///{root / 'catalog.db'}", warehouse=f"file://{root / 'warehouse'}")
+    table = catalog.load_table(("demo", "shop", "customers"))
+    print(f"$ pyiceberg: catalog.load_table(('demo', 'shop', 'customers')).scan().to_arrow()")
+    print(f"  partition spec: {table.spec()}  snapshots: {len(table.snapshots())}")
+    for row in table.scan().to_arrow().to_pylist():
+        print(f"  {row}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keep", action="store_true", help="leave the sandbox running and its files in place")
@@ -141,6 +176,9 @@ def main() -> int:
         result = tracker(config, moto, "verify", "--date", DATE)
         print(result.stdout, end="")
         show(config, moto)
+        status = stage_two(config, moto, root)
+        if status != 0:
+            return status
         if args.keep:
             print(f"\nsandbox kept under {root}: configs tracker-*.yaml; S3 {moto.endpoint_url}")
         return 0

@@ -13,6 +13,7 @@ import logging
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
+from tracker.errors import UsageError
 from tracker.config import Config
 from tracker.dump.progress import ProgressBar
 from tracker.warehouse.convert import (
@@ -40,7 +41,10 @@ def convert(
 ) -> list[DatasetOutcome]:
     """Convert every complete dataset of ``date`` (or those ``tables`` names); one outcome per output table."""
     if engine == "spark":
-        from tracker.warehouse.spark import run_convert
+        try:
+            from tracker.warehouse.spark import run_convert
+        except ImportError as exc:  # pyspark is the [spark] extra, not installed everywhere
+            raise UsageError(f"--engine spark needs the [spark] extra (pip install 'tracker[spark]'): {exc}") from None
 
         return run_convert(config, tables, date, force, spark_master)
     settings = ConvertSettings.from_config(config)
