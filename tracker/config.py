@@ -15,10 +15,11 @@ from typing import Any, Mapping
 
 import yaml
 
-from tracker.errors import ConfigError
+from tracker.errors import ConfigError, UsageError
+from tracker.names import parse_table_name
 
 DEFAULT_PATH = "/etc/tracker/config.yaml"
-COMPRESSIONS = ("lz4", "gzip", "none")
+COMPRESSIONS = ("lz4", "zstd", "gzip", "none")
 SOURCES = ("auto", "fifo", "follow")
 SCHEMES = ("s3", "file")
 MIN_PART_MB = 5  # S3's minimum for every part but the last
@@ -46,6 +47,7 @@ class S3Config:
     region: str | None = None
     part_size_mb: int = 16
     upload_concurrency: int = 4
+    read_timeout_seconds: int = 60  # each connect and each wait for a response (botocore's default)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class ReplicationConfig:
     wait_seconds: int = 3600
     poll_seconds: int = 10
     max_lag_seconds: int | None = None  # pause dumping while the lag is above this
+    max_threads_running: int | None = None  # pause before a unit while Threads_running is above this
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,39 @@ class LocksConfig:
 
 
 @dataclass(frozen=True)
+class LogicalTable:
+    """Many physical tables (``match``, across ``namespaces``) converted as one table ``name``."""
+
+    match: re.Pattern
+    name: tuple[str, str]  # (db, table) of the logical table
+    namespaces: tuple[str, ...]  # the replica sets whose datasets it unites
+
+
+@dataclass(frozen=True)
+class WarehouseConfig:
+    """Stage 2 (``tracker convert``): where Parquet goes and how it is catalogued.
+
+    ``catalog`` holds pyiceberg catalog properties as sorted pairs (a frozen
+    dataclass must stay hashable); :meth:`catalog_props` gives the dict.
+    """
+
+    location: Destination
+    catalog: tuple[tuple[str, str], ...] | None = None
+    logical_tables: tuple[LogicalTable, ...] = ()
+    strict: bool = False  # zero dates: False -> NULL and counted; True -> the table fails
+
+    def catalog_props(self) -> dict[str, str] | None:
+        return None if self.catalog is None else dict(self.catalog)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one host."""
 
     path: str
     namespace: str
     mysql: MySQLConfig
-    outfile_dir: Path
+    outfile_dir: Path | None  # None: not given; only the dump commands need it (require_outfile_dir)
     destination: Destination
     s3: S3Config
     workers: int = 2
@@ -117,6 +146,20 @@ class Config:
     ddl_wait_seconds: int = 300
     chunk_mb: int = 1024  # split tables (and partitions) above this into key ranges; 0: never
     max_mb_per_second: float | None = None  # per host, across workers; None: unlimited
+    warehouse: WarehouseConfig | None = None  # None: no warehouse section (convert refuses)
+    metrics_file: Path | None = None  # Prometheus textfile every command updates; None: none
+
+    def require_outfile_dir(self) -> Path:
+        """outfile_dir, for the commands that dump; a converter host's config may omit it."""
+        if self.outfile_dir is None:
+            raise ConfigError(f"{self.path}: outfile_dir: missing (a directory inside the server's secure_file_priv)")
+        return self.outfile_dir
+
+    def require_warehouse(self) -> WarehouseConfig:
+        """The warehouse section, for ``tracker convert``."""
+        if self.warehouse is None:
+            raise ConfigError(f"{self.path}: warehouse: missing (warehouse.location is needed to convert)")
+        return self.warehouse
 
 
 # --- validation helpers -----------------------------------------------------
@@ -282,6 +325,7 @@ def _replication(section: _Section) -> ReplicationConfig:
         wait_seconds=section.integer("wait_seconds", 3600, 0, 7 * 86400),
         poll_seconds=section.integer("poll_seconds", 10, 1, 3600),
         max_lag_seconds=_optional_integer(section, "max_lag_seconds", 1, 7 * 86400),
+        max_threads_running=_optional_integer(section, "max_threads_running", 1, 100_000),
     )
     section.reject_unknown()
     return config
@@ -304,6 +348,7 @@ def _s3(section: _Section) -> S3Config:
         region=section.get("region", str, None),
         part_size_mb=section.integer("part_size_mb", 16, MIN_PART_MB, MAX_PART_MB),
         upload_concurrency=section.integer("upload_concurrency", 4, 1, 64),
+        read_timeout_seconds=section.integer("read_timeout_seconds", 60, 1, 3600),
     )
     section.reject_unknown()
     return config
@@ -334,8 +379,10 @@ def _destination(top: _Section) -> Destination:
         raise top.fail("destination", str(exc)) from None
 
 
-def _outfile_dir(top: _Section) -> Path:
+def _outfile_dir(top: _Section) -> Path | None:
     value = top.get("outfile_dir", str, None)
+    if value is None:
+        return None  # checked by the dump commands (Config.require_outfile_dir)
     if not value:
         raise top.fail("outfile_dir", "missing (a directory inside the server's secure_file_priv)")
     path = Path(value)
@@ -343,6 +390,99 @@ def _outfile_dir(top: _Section) -> Path:
         raise top.fail("outfile_dir", f"must be an absolute path, got {value!r}")
     if not path.is_dir():
         raise top.fail("outfile_dir", f"{value} does not exist or is not a directory")
+    return path
+
+
+_CATALOG_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _catalog(section: _Section) -> tuple[tuple[str, str], ...] | None:
+    if section.data.get("catalog") is None:
+        section.used.add("catalog")
+        return None
+    props = section.get("catalog", dict, {})
+    pairs = []
+    for key, value in props.items():
+        if not isinstance(key, str) or not _CATALOG_KEY.fullmatch(key):
+            raise section.fail(f"catalog.{key}", "not a catalog property name")
+        if isinstance(value, (dict, list)) or value is None:
+            raise section.fail(f"catalog.{key}", f"expected a string, number or boolean, got {value!r}")
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        pairs.append((key, text))
+    if not pairs:
+        raise section.fail("catalog", "empty (give pyiceberg catalog properties, e.g. type and uri, or leave it out)")
+    return tuple(sorted(pairs))
+
+
+def _logical_name(section: _Section, value: str | None) -> tuple[str, str]:
+    if not value:
+        raise section.fail("name", "missing (DB.TABLE of the logical table)")
+    try:
+        return parse_table_name(value)
+    except UsageError as exc:
+        raise section.fail("name", str(exc)) from None
+
+
+def _logical_tables(top: _Section, namespace: str) -> tuple[LogicalTable, ...]:
+    items = top.get("logical_tables", list, [])
+    tables: list[LogicalTable] = []
+    names: set[tuple[str, str]] = set()
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise top.fail(f"logical_tables[{i}]", f"expected a mapping with match and name, got {item!r}")
+        section = _Section(top.path, item, f"{top.name('logical_tables')}[{i}].")
+        pattern = section.get("match", str, None)
+        if not pattern:
+            raise section.fail("match", "missing (a regular expression matched against db.table)")
+        try:
+            match = re.compile(pattern)
+        except re.error as exc:
+            raise section.fail("match", f"invalid regular expression {pattern!r}: {exc}") from None
+        name = _logical_name(section, section.get("name", str, None))
+        if name in names:
+            raise section.fail("name", f"{name[0]}.{name[1]} is named by two logical tables")
+        names.add(name)
+        spaces = section.get("namespaces", list, [namespace])
+        if not spaces:
+            raise section.fail("namespaces", "must not be empty")
+        for space in spaces:
+            if not isinstance(space, str) or not _NAMESPACE.fullmatch(space) or space in (".", ".."):
+                raise section.fail("namespaces", f"not a namespace: {space!r}")
+        section.reject_unknown()
+        tables.append(LogicalTable(match=match, name=name, namespaces=tuple(dict.fromkeys(spaces))))
+    return tuple(tables)
+
+
+def _warehouse(top: _Section, namespace: str) -> WarehouseConfig | None:
+    if top.data.get("warehouse") is None:
+        top.used.add("warehouse")
+        return None
+    section = top.section("warehouse")
+    url = section.get("location", str, None)
+    if not url:
+        raise section.fail("location", "missing (s3://bucket/prefix or file:///dir for the Parquet files)")
+    try:
+        location = parse_destination(url)
+    except ValueError as exc:
+        raise section.fail("location", str(exc)) from None
+    config = WarehouseConfig(
+        location=location,
+        catalog=_catalog(section),
+        logical_tables=_logical_tables(section, namespace),
+        strict=section.get("strict", bool, False),
+    )
+    section.reject_unknown()
+    return config
+
+
+def _metrics_file(top: _Section) -> Path | None:
+    """Where node_exporter's textfile collector reads tracker's metrics (``*.prom``)."""
+    value = top.get("metrics_file", str, None)
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_absolute() or not path.name.endswith(".prom"):
+        raise top.fail("metrics_file", f"must be an absolute path ending in .prom, got {value!r}")
     return path
 
 
@@ -362,9 +502,10 @@ def build(path: str, data: Any) -> Config:
     top = _Section(path, data)
     base_dir = Path(path).resolve().parent
     mysql = _mysql(top.section("mysql"), base_dir)
+    namespace = _namespace(top)
     config = Config(
         path=path,
-        namespace=_namespace(top),
+        namespace=namespace,
         mysql=mysql,
         outfile_dir=_outfile_dir(top),
         destination=_destination(top),
@@ -384,6 +525,8 @@ def build(path: str, data: Any) -> Config:
         ddl_wait_seconds=top.integer("ddl_wait_seconds", 300, 1, 86400),
         chunk_mb=top.integer("chunk_mb", 1024, 0, 1024 * 1024),
         max_mb_per_second=_rate(top),
+        warehouse=_warehouse(top, namespace),
+        metrics_file=_metrics_file(top),
     )
     top.reject_unknown()
     return config

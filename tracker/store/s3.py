@@ -197,15 +197,23 @@ class S3Upload(Upload):
 
 
 class S3Store(Store):
-    def __init__(self, destination: Destination, config: S3Config) -> None:
+    def __init__(
+        self, destination: Destination, config: S3Config, session: boto3.session.Session | None = None
+    ) -> None:
+        """``session`` carries explicit credentials (the Spark data source's options); default: the AWS chain."""
         self.destination = destination
         self.config = config
-        self.client = boto3.session.Session().client(
+        self.client = (session or boto3.session.Session()).client(
             "s3",
             endpoint_url=config.endpoint_url,
             region_name=config.region,
             config=botocore.config.Config(
                 retries={"max_attempts": 5, "mode": "standard"},
+                # A store that stops answering must not hold a worker for
+                # ever: each attempt gives up after this long without a
+                # byte (README, "Silent faults", has the whole bound).
+                connect_timeout=config.read_timeout_seconds,
+                read_timeout=config.read_timeout_seconds,
                 max_pool_connections=config.upload_concurrency + 4,
                 # Every part still carries botocore's CRC32 checksum, which the
                 # store verifies; SigV4's SHA-256 of the payload on top of it
