@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import pymysql
 import yaml
 
 from sandbox import MariaDB
@@ -239,8 +240,11 @@ def drop_unreplicated(server: MariaDB, db: str) -> None:
 # stops a dump between two parts of its upload.
 
 
-def create_small_table(server: MariaDB, rows: int = 100) -> str:
-    """A small table on ``server`` only (binlog off: not replicated); returns db.table."""
+def create_small_table(server: MariaDB, rows: int = 100, engine: str = "InnoDB") -> str:
+    """A small table on ``server`` only (binlog off: not replicated); returns db.table.
+
+    ``engine="MyISAM"`` for ``held_by_table_lock``.
+    """
     import uuid
 
     db = f"held_{uuid.uuid4().hex[:8]}"
@@ -248,15 +252,17 @@ def create_small_table(server: MariaDB, rows: int = 100) -> str:
         server,
         f"CREATE DATABASE {db}",
         f"USE {db}",  # the seq_ tables need a current database
-        f"CREATE TABLE {db}.t (id INT PRIMARY KEY, b VARBINARY(40))",
+        f"CREATE TABLE {db}.t (id INT PRIMARY KEY, b VARBINARY(40)) ENGINE={engine}",
         f"INSERT INTO {db}.t SELECT seq, CONCAT(x'005c0a09', MD5(seq)) FROM seq_1_to_{rows}",
     )
     return f"{db}.t"
 
 
 @contextlib.contextmanager
-def held_table(server: MariaDB, table: str) -> Iterator[Callable[[], None]]:
+def held_table(server: MariaDB, table: str, *more: str) -> Iterator[Callable[[], None]]:
     """While inside, every dump query of ``table`` (``db.table``, plain names) waits; yields ``release``.
+
+    ``more`` tables are held too, by the same session (released together).
 
     A root session holds ``LOCK TABLES ... WRITE``: a dump's SELECT needs a
     shared metadata lock on the table and waits for it in the process list
@@ -276,7 +282,7 @@ def held_table(server: MariaDB, table: str) -> Iterator[Callable[[], None]]:
 
     try:
         with conn.cursor() as cur:
-            cur.execute(f"LOCK TABLES {table} WRITE")
+            cur.execute("LOCK TABLES " + ", ".join(f"{name} WRITE" for name in (table, *more)))
         yield release
     finally:
         try:
@@ -286,9 +292,61 @@ def held_table(server: MariaDB, table: str) -> Iterator[Callable[[], None]]:
 
 
 def held_dumps(server: MariaDB) -> list[tuple]:
-    """Tracker's dump queries on ``server`` that wait for a table ``held_table`` holds."""
+    """Tracker's dump queries on ``server`` that wait for a table ``held_table`` or ``held_by_table_lock`` holds."""
     return server.sql(
         "SELECT ID, INFO FROM information_schema.PROCESSLIST WHERE INFO LIKE '%%/* tracker %%'"
-        " AND INFO LIKE '%%OUTFILE%%' AND STATE LIKE 'Waiting for table metadata lock%%' AND ID <> CONNECTION_ID()"
+        " AND INFO LIKE '%%OUTFILE%%' AND ID <> CONNECTION_ID()"
+        " AND STATE IN ('Waiting for table metadata lock', 'Waiting for table level lock')"
     )
+
+
+@contextlib.contextmanager
+def held_by_table_lock(server: MariaDB, table: str) -> Iterator[Callable[[], None]]:
+    """Like ``held_table``, but the wait outlives the dump's client; ``table`` must be MyISAM.
+
+    For orphans (a query whose tracker is dead): MariaDB ends a metadata
+    lock wait within a second once the client is gone, but not a wait for
+    a *table-level* lock, which only KILL ends.  A root session's UPDATE
+    of the MyISAM table sleeps (``SLEEP(3600)``) holding the table's write
+    lock; it takes a shared metadata lock only, so a dump's SELECT gets its
+    metadata lock and then waits in state "Waiting for table level lock"
+    -- running, tagged, killable, before its first byte -- until
+    ``release()`` (KILL QUERY of the UPDATE, which changes nothing) or the
+    end of the block.
+    """
+    holder = server.connect()
+    holder_id = holder.thread_id()
+    failure: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with holder.cursor() as cur:
+                cur.execute("SET SESSION sql_log_bin = 0")
+                cur.execute(f"UPDATE {table} SET b = b WHERE id = 1 AND SLEEP(3600) = 0")
+        except pymysql.err.OperationalError as exc:
+            if exc.args[0] != 1317:  # "Query execution was interrupted": released
+                failure.append(exc)
+
+    thread = threading.Thread(target=hold, name="table-lock-holder", daemon=True)
+    thread.start()
+    sleeping = "SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = %s AND STATE = 'User sleep'"
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            server.sql(f"KILL QUERY {int(holder_id)}")
+            thread.join(30)
+            assert not failure, failure
+
+    try:
+        assert wait_for(lambda: server.sql(sleeping, (holder_id,)) or not thread.is_alive(), 30), "no table lock"
+        assert thread.is_alive(), f"the table lock holder ended: {failure}"
+        yield release
+    finally:
+        try:
+            release()
+        finally:
+            holder.close()
 

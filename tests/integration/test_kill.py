@@ -4,12 +4,16 @@ A live dump is held open by the test (``held_table``: its query waits for
 a metadata lock, running and tagged, before its first byte) for exactly as
 long as the test needs it, whatever the machine's speed.
 
-The two orphan tests are NOT yet speed-independent: an orphan is a query
-whose tracker is dead, and neither hold keeps one alive -- MariaDB ends a
-metadata-lock wait once it notices the client is gone (within a second or
-two), and a frozen outfile_dir (fsfreeze) blocks tracker's own O_RDWR open
-of the OUTFILE in the kernel, where SIGKILL can not reach it.  They still
-rely on the server taking a while to write big_on_replica2.
+An orphan is a query whose tracker is dead, and a metadata-lock wait does
+not keep one: MariaDB ends it within a second or so once it notices the
+client is gone.  So the orphan tests hold a MyISAM table with
+``held_by_table_lock`` instead: their dump query waits for a table-level
+lock, a wait only KILL ends, so it stays in the process list after
+``kill -9`` of its tracker until ``tracker kill`` (or the test) ends it.
+Such an orphan has written nothing yet; one killed mid-write is the same
+to ``tracker kill`` (a tagged query whose pid is gone) -- only what it
+leaves in outfile_dir differs, and the follow source unlinks its file
+right after opening it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sandbox.mariadb import REPL_PASSWORD, REPL_USER  # noqa: F401
 from tests.integration.helpers import (
     create_small_table,
     drop_unreplicated,
+    held_by_table_lock,
     held_dumps,
     held_table,
     run_tracker,
@@ -41,45 +46,67 @@ def table(replica2) -> Iterator[str]:
     yield name
     drop_unreplicated(replica2, name.split(".")[0])
 
+
+@pytest.fixture
+def myisam_table(replica2) -> Iterator[str]:
+    """A small MyISAM table on replica2 alone, for ``held_by_table_lock``."""
+    name = create_small_table(replica2, engine="MyISAM")
+    yield name
+    drop_unreplicated(replica2, name.split(".")[0])
+
+
 def nothing_under(dest) -> bool:
     """No object a reader would see (a kill -9 can leave a hidden temporary file)."""
     return not [p for p in dest.rglob("*") if p.is_file() and not p.name.startswith(".")]
 
 
-def test_orphan_of_a_killed_dump_is_killed(replica2, tmp_path, big_on_replica2) -> None:
-    # NOT speed-independent (see the module docstring): the orphan lives only
-    # as long as the server takes to write big_on_replica2.
+def orphan_of_killed_dump(replica2, config, table: str, date: str) -> int:
+    """Start a dump of the held ``table``, ``kill -9`` it once its query waits; returns the dead pid.
+
+    The query stays (a table-level lock wait outlives its client): an orphan.
+    """
+    proc = start_tracker(config, "dump", table, "--date", date)
+    try:
+        assert wait_for(lambda: held_dumps(replica2), 60), "the dump never reached its query"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    return proc.pid
+
+
+def test_orphan_of_a_killed_dump_is_killed(replica2, tmp_path, myisam_table) -> None:
     dest = tmp_path / "dest"
     config = write_config(tmp_path, replica2, f"file://{dest}", kill_skip_file=str(tmp_path / "no_kill"))
-    proc = start_tracker(config, "dump", big_on_replica2, "--date", "2026-11-01")
-    assert wait_for(lambda: tagged_queries(replica2), 30)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    assert tagged_queries(replica2), "the server should still be writing for the dead process"
-    assert nothing_under(dest)
+    with held_by_table_lock(replica2, myisam_table) as release:
+        pid = orphan_of_killed_dump(replica2, config, myisam_table, "2026-11-01")
+        orphans = tagged_queries(replica2)
+        assert len(orphans) == 1 and f"pid={pid} " in orphans[0][1], orphans
+        assert nothing_under(dest)
 
-    # a live dump of another table must not be touched meanwhile
-    (tmp_path / "no_kill").write_text("")
-    disabled = run_tracker(config, "kill")
-    assert disabled.returncode == 0 and b"disabled by" in disabled.stdout
-    assert tagged_queries(replica2)
-    (tmp_path / "no_kill").unlink()
+        # kill_skip_file disables it: the orphan is left alone
+        (tmp_path / "no_kill").write_text("")
+        disabled = run_tracker(config, "kill")
+        assert disabled.returncode == 0 and b"disabled by" in disabled.stdout
+        assert tagged_queries(replica2) == orphans, "the orphan went away without tracker kill"
+        (tmp_path / "no_kill").unlink()
 
-    started = time.monotonic()
-    result = run_tracker(config, "kill")
-    assert result.returncode == 0, result.stderr.decode()
-    assert b"healthy replica: 1 queries killed, 0 processes stopped" in result.stdout
-    assert wait_for(lambda: not tagged_queries(replica2), 5)
-    assert time.monotonic() - started < 5
+        started = time.monotonic()
+        result = run_tracker(config, "kill")
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"healthy replica: 1 queries killed, 0 processes stopped" in result.stdout
+        assert b"killed query %d of tracker pid %d" % (orphans[0][0], pid) in result.stdout, result.stdout
+        # only KILL ends a table-level lock wait: nothing but tracker kill could have
+        assert wait_for(lambda: not tagged_queries(replica2), 5)
+        assert time.monotonic() - started < 60  # generous: it does not hang; the 5 s above is KILL's own time
+        release()
     assert list(replica2.outfile_dir.iterdir()) == []
 
-    again = run_tracker(config, "dump", big_on_replica2, "--date", "2026-11-01")
+    again = run_tracker(config, "dump", myisam_table, "--date", "2026-11-01")
     assert again.returncode == 0, again.stderr.decode()
+    assert (dest / "main" / myisam_table.replace(".", "/") / "dt=2026-11-01" / "_SUCCESS").exists()
 
 
-def test_run_kills_orphans_before_it_starts(replica2, replica_set, tmp_path, big_on_replica2) -> None:
-    # NOT speed-independent, like the test above.
+def test_run_kills_orphans_before_it_starts(replica2, replica_set, tmp_path, myisam_table) -> None:
     dest = tmp_path / "dest"
     config = write_config(
         tmp_path,
@@ -90,15 +117,15 @@ def test_run_kills_orphans_before_it_starts(replica2, replica_set, tmp_path, big
         run_lock_dir=str(tmp_path),
         replication={"wait_seconds": 30, "poll_seconds": 1},
     )
-    proc = start_tracker(config, "dump", big_on_replica2, "--date", "2026-11-04")
-    assert wait_for(lambda: tagged_queries(replica2), 30)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    assert tagged_queries(replica2)
-    result = run_tracker(config, "run", "--date", "2026-11-04")
-    assert result.returncode == 0, result.stderr.decode()
-    assert b"event=orphans_killed count=1" in result.stderr
-    assert wait_for(lambda: not tagged_queries(replica2), 5)
+    with held_by_table_lock(replica2, myisam_table):
+        pid = orphan_of_killed_dump(replica2, config, myisam_table, "2026-11-04")
+        orphans = tagged_queries(replica2)
+        assert len(orphans) == 1 and f"pid={pid} " in orphans[0][1], orphans
+        result = run_tracker(config, "run", "--date", "2026-11-04")
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"event=orphans_killed count=1" in result.stderr
+        # only KILL ends a table-level lock wait: nothing but the run could have
+        assert wait_for(lambda: not tagged_queries(replica2), 5)
 
 
 def test_live_dump_is_left_alone_on_a_healthy_replica(replica2, tmp_path, table) -> None:

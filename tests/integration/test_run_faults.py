@@ -101,6 +101,11 @@ def test_master_stopped_during_a_run(master, replica, replica_set, tmp_path, tab
             assert proc.returncode == 1, err.decode()
             assert time.monotonic() - stopped < 10, "the unit should stop before its lease could be taken over"
             assert b"event=lease_lost" in err and b"Traceback" not in err, err.decode()
+            # The unit's failure names the cause (the lease, lost with the
+            # master), not the symptom of its killed query.
+            last = err.decode().splitlines()[-1]
+            assert last.startswith("tracker: error: ") and "lease lost" in last, err.decode()
+            assert "master unreachable" in last and "InterfaceError" not in last, err.decode()
         finally:
             if proc.poll() is None:
                 proc.kill()
