@@ -9,14 +9,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import signal
 import sys
 import threading
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, Sequence
 
 import click
 
 from tracker import config as config_mod
+from tracker import metrics
 from tracker.dump.dumper import Dumper, TableOutcome
 from tracker.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TrackerError, UsageError
 from tracker.names import parse_table_name
@@ -25,6 +27,7 @@ from tracker.store.reader import cat as cat_object
 from tracker.dump.runner import Runner
 from tracker.dump.verify import claims_listing
 from tracker.dump.verify import verify as run_verify
+from tracker.dump.verify import verify_deep
 
 log = logging.getLogger("tracker")
 
@@ -49,28 +52,65 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
 
 
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines too) as one space."""
+    return " ".join(str(text).split())
+
+
 def _fail(message: str, status: int) -> NoReturn:
-    click.echo(f"tracker: error: {message}", err=True)
+    """The last line on stderr of every failed command, and its status."""
+    sys.stdout.flush()  # stdout's lines come first when both go to one file
+    click.echo(f"tracker: error: {one_line(message)}", err=True)
     sys.exit(status)
+
+
+def failures(what: str, total: int, failed: Sequence[str]) -> TrackerError:
+    """Per-table (or per-unit) failures as one error: ``2 of 3 tables failed: a.b: ...; c.d: ...``."""
+    return TrackerError(f"{len(failed)} of {total} {what} failed: " + "; ".join(one_line(f) for f in failed))
 
 
 def _guarded(action: Callable[[], int]) -> NoReturn:
-    """Run a command body; every failure becomes one line and a status."""
+    """Run a command body; every failure becomes one line and a status, and the metrics file says so."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    meter = _start_meter()
     try:
         status = action()
     except TrackerError as exc:
+        meter.finish(exc.exit_status)
         _fail(str(exc), exc.exit_status)
     except (KeyboardInterrupt, Terminated):
+        meter.finish(EXIT_FAILED)
         _fail("interrupted; nothing unfinished was committed", EXIT_FAILED)
+    meter.finish(status)
     sys.exit(status)
 
 
+_METER = "tracker.metrics"
+
+
+def _start_meter() -> metrics.CommandMeter:
+    """This command's metrics (``metrics_file``), kept in click's context for the body and ``_load_config``."""
+    ctx = click.get_current_context()
+    meter = metrics.CommandMeter(ctx.info_name or "")
+    ctx.meta[_METER] = meter
+    return meter
+
+
+def _meter(ctx: click.Context) -> metrics.CommandMeter:
+    return ctx.meta.get(_METER) or metrics.CommandMeter("")
+
+
+# Only the documented form: fromisoformat alone also takes 20261130 and 2026-W48-1.
+_DATE_FORM = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def parse_date(value: str | None, today: dt.date) -> dt.date:
-    """``--date``: default yesterday (UTC); today or later is refused."""
+    """``--date``: YYYY-MM-DD, default yesterday (UTC); today or later is refused."""
     if value is None:
         return today - dt.timedelta(days=1)
     try:
+        if not _DATE_FORM.fullmatch(value):
+            raise ValueError(value)
         date = dt.date.fromisoformat(value)
     except ValueError:
         raise UsageError(f"--date {value!r} is not a date in YYYY-MM-DD form") from None
@@ -100,7 +140,9 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) 
 
 
 def _load_config(ctx: click.Context) -> config_mod.Config:
-    return config_mod.load(ctx.obj)
+    config = config_mod.load(ctx.obj)
+    _meter(ctx).bind(config.metrics_file, config.namespace)
+    return config
 
 
 @cli.command()
@@ -132,20 +174,35 @@ def dump(ctx: click.Context, tables: tuple[str, ...], date_text: str | None, for
         date = parse_date(date_text, _utc_today())
         config = _load_config(ctx)
         outcomes = Dumper(config, threading.Event()).dump(names, date, force=force, allow_master=allow_master)
+        _meter(ctx).count(
+            done=sum(o.status == "done" for o in outcomes),
+            failed=sum(o.status == "failed" for o in outcomes),
+            skipped=sum(o.status == "skipped" for o in outcomes),
+            rows=sum(o.rows for o in outcomes if o.status == "done"),
+            nbytes=sum(int(u.get("bytes", 0)) for o in outcomes if o.status == "done" for u in o.units),
+        )
         return _report(outcomes)
 
     _guarded(body)
 
 
 def _report(outcomes: list[TableOutcome]) -> int:
+    """One stdout line per table done or skipped; the failed ones in one error."""
+    failed: list[str] = []
     for outcome in outcomes:
-        line = f"{outcome.status} {outcome.db}.{outcome.table}"
+        name = f"{outcome.db}.{outcome.table}"
+        if outcome.status == "failed":
+            failed.append(f"{name}: {outcome.error or 'failed'}")
+            continue
+        line = f"{outcome.status} {name}"
         if outcome.status == "done":
             line += f" rows={outcome.rows} units={len(outcome.units)}"
         if outcome.error:
             line += f": {outcome.error}"
         click.echo(line)
-    return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else EXIT_OK
+    if failed:
+        raise failures("tables", len(outcomes), failed)
+    return EXIT_OK
 
 
 @cli.command()
@@ -177,11 +234,19 @@ def run(ctx: click.Context, date_text: str | None, workers: int | None, dry_run:
         date = parse_date(date_text, _utc_today())
         config = _load_config(ctx)
         report = Runner(config, threading.Event()).run(date, workers=workers, dry_run=dry_run)
+        meter = _meter(ctx)
+        if dry_run or report.already_running:
+            meter.disable()  # it did nothing (the running one records its own outcome): not a run to alert on
+        meter.count(done=len(report.done), failed=len(report.failed), skipped=len(report.skipped), rows=report.rows, nbytes=report.bytes)
+        meter.observed.replica_lag_seconds = report.replica_lag_seconds
         for label in report.planned:
             click.echo(f"would dump {label}")
         click.echo(report.note)
-        for line in report.failed:
-            click.echo(f"failed {line}")
+        if report.failed:
+            total = len(report.done) + len(report.skipped) + len(report.failed)
+            raise failures("units", total, report.failed)
+        if report.status != EXIT_OK:
+            raise TrackerError(report.note)
         return report.status
 
     _guarded(body)
@@ -189,27 +254,47 @@ def run(ctx: click.Context, date_text: str | None, workers: int | None, dry_run:
 
 @cli.command()
 @click.option("--date", "date_text", metavar="YYYY-MM-DD", help="Dataset date [default: yesterday, UTC].")
+@click.option("--deep", is_flag=True, help="Also read back every object of the complete datasets (and their Parquet files).")
 @click.pass_context
-def verify(ctx: click.Context, date_text: str | None) -> None:
+def verify(ctx: click.Context, date_text: str | None, deep: bool) -> None:
     """Check that every table of the local server landed complete.
 
     Compares the local server's tables (after tables.include/exclude) with
     the datasets that have _SUCCESS in the destination; prints each missing
     or incomplete one; status 1 when any is.  Build alerts on it.
 
+    With --deep, every object of the complete datasets is read back: each
+    part's size and CRC-32C against the manifest, decoded and its rows
+    counted; schema.sql and the manifest present.  With a warehouse
+    section (and pyarrow installed), each Parquet file's row count is
+    checked against the source manifest too.  One line per bad object
+    (missing URL, corrupt URL: why, rows URL: manifest N, part M).
+
     \b
     Examples:
       tracker verify
       tracker verify --date 2026-11-20 || page-the-dba
+      tracker verify --deep --date 2026-11-20
     """
 
     def body() -> int:
         date = parse_date(date_text, _utc_today())
-        checked, gaps = run_verify(_load_config(ctx), date)
+        config = _load_config(ctx)
+        problems: list = []
+        if deep:
+            checked, gaps, problems = verify_deep(config, date)
+            _meter(ctx).observed.objects_bad = len(problems)
+        else:
+            checked, gaps = run_verify(config, date)
+        _meter(ctx).observed.tables_incomplete = len(gaps)
         for gap in gaps:
             click.echo(f"{gap.state} {gap.db}.{gap.table} dt={date}")
+        for problem in problems:
+            click.echo(problem.line)
         click.echo(f"{checked - len(gaps)} of {checked} tables complete for {date}")
-        return EXIT_FAILED if gaps else EXIT_OK
+        if deep:
+            click.echo(f"{len(problems)} bad objects")
+        return EXIT_FAILED if gaps or problems else EXIT_OK
 
     _guarded(body)
 
@@ -218,7 +303,10 @@ def verify(ctx: click.Context, date_text: str | None) -> None:
 @click.option("--date", "date_text", metavar="YYYY-MM-DD", help="Dataset date [default: yesterday, UTC].")
 @click.pass_context
 def locks(ctx: click.Context, date_text: str | None) -> None:
-    """Show the claims on the master for a date: tables being planned, active leases, done units.
+    """Show the claims on the master for a date: dataset leases, tables being planned, unit leases, done units.
+
+    A dataset lease (state dump or run) shows who writes a table's dataset:
+    one dump, or the run hosts of the replica set (the one that started).
 
     \b
     Examples:
@@ -233,6 +321,8 @@ def locks(ctx: click.Context, date_text: str | None) -> None:
         for db, tbl, unit, units, state, host, port, pid, since, expires, done_at, expired in rows:
             if state == "planning":  # a host is choosing the table's units
                 name, owner, since = f"{db}.{tbl} (its units)", host, ""
+            elif unit is None:  # a dataset lease: one dump, or the run hosts (owner: who started it)
+                name, owner = f"{db}.{tbl} (dataset)", f"{host}:{port} ({pid})"
             else:
                 name, owner = f"{db}.{tbl}/part-{unit:05d} of {units}", f"{host}:{port} ({pid})"
             until = done_at if state == "done" else f"{expires}{' EXPIRED' if expired else ''}"
@@ -304,10 +394,111 @@ def cat_command(ctx: click.Context, url: str, fmt: str) -> None:
     _guarded(body)
 
 
-def main() -> None:
-    """Console entry point; click's own usage errors exit with status 2."""
+@cli.command(name="convert")
+@click.argument("tables", nargs=-1, metavar="[DB.TABLE...]")
+@click.option("--date", "date_text", metavar="YYYY-MM-DD", help="Dataset date [default: yesterday, UTC].")
+@click.option("--force", is_flag=True, help="Convert again even when the date is already converted.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Units converted at once (local engine).")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True, help="Run the units here or as a Spark job.")
+@click.option("--spark-master", metavar="URL", help="Spark master for --engine spark, e.g. local[2] or spark://host:7077.")
+@click.option("--print-ddl", is_flag=True, help="Print Hive/Trino DDL for each converted table.")
+@click.pass_context
+def convert_command(
+    ctx: click.Context,
+    tables: tuple[str, ...],
+    date_text: str | None,
+    force: bool,
+    workers: int,
+    engine: str,
+    spark_master: str | None,
+    print_ddl: bool,
+) -> None:
+    """Convert complete datasets of a date to Parquet (and Iceberg).
+
+    Every dataset with _SUCCESS under the destination, of this namespace and
+    of the namespaces warehouse.logical_tables names (or only the tables
+    named), becomes WAREHOUSE/NS/DB/TABLE/dt=DATE/part-NNNNN.parquet, one
+    file per unit, then _manifest.json and _SUCCESS.  A file is never
+    visible half written; a re-run converts only what is missing; --force
+    converts the date again.  Needs no MySQL: a converter host's config may
+    omit mysql and outfile_dir.  Prints one line per table; status 1 if any
+    failed.
+
+    \b
+    Examples (cron, after tracker verify):
+      30 6 * * *  tracker convert
+      tracker convert shop.orders --date 2026-11-20 --force --print-ddl
+    """
+
+    def body() -> int:
+        names = [parse_table_name(t) for t in tables] or None
+        date = parse_date(date_text, _utc_today())
+        config = _load_config(ctx)
+        config.require_warehouse()
+        try:  # pyarrow is the [warehouse] extra: imported only by this command
+            from tracker.warehouse.engine import convert as run_convert
+        except ImportError as exc:
+            raise UsageError(f"tracker convert needs the [warehouse] extra (pip install 'tracker[warehouse]'): {exc}") from None
+        outcomes = run_convert(config, names, date, force=force, workers=workers, engine=engine, spark_master=spark_master)
+        _meter(ctx).count(
+            done=sum(o.status == "done" for o in outcomes),
+            failed=sum(o.status == "failed" for o in outcomes),
+            skipped=sum(o.status in ("up-to-date", "busy") for o in outcomes),
+            rows=sum(o.rows for o in outcomes if o.status == "done"),
+        )
+        for outcome in outcomes:
+            line = f"{outcome.status} {outcome.name} dt={date}"
+            if outcome.status in ("done", "up-to-date"):
+                line += f" rows={outcome.rows} files={outcome.files}"
+                if outcome.zero_dates:
+                    line += f" zero_dates={sum(outcome.zero_dates.values())}"
+            if outcome.status == "busy":
+                line += f": {outcome.error}"
+            click.echo(line)
+        if print_ddl:
+            _print_ddl(outcomes, date)
+        failed = [o for o in outcomes if o.status == "failed"]
+        for outcome in failed:
+            click.echo(f"tracker: error: convert {outcome.name} dt={date}: {outcome.error}", err=True)
+        return EXIT_FAILED if failed else EXIT_OK
+
+    _guarded(body)
+
+
+def _print_ddl(outcomes: list, date: dt.date) -> None:
+    from tracker.warehouse.ddl import hive_ddl
+
+    for outcome in outcomes:
+        if outcome.schema is not None and outcome.files:
+            click.echo(hive_ddl(outcome.name, outcome.schema, outcome.location_url, date))
+
+
+def main(args: Sequence[str] | None = None) -> NoReturn:
+    """Console entry point: click's own usage errors become one line, status 2.
+
+    click in standalone mode prints Usage/Try/blank/Error for a usage error;
+    run non-standalone, its exceptions reach us and end in the same single
+    ``tracker: error:`` line as every other failure.  ``--help`` and
+    ``--version`` still print and exit 0.
+    """
     try:
-        cli.main(standalone_mode=True)
-    except SystemExit as exc:
+        status = cli.main(args=args, prog_name="tracker", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message(), err=True)  # bare `tracker`: the help, then the line
+        _fail("no command given", EXIT_USAGE)
+    except click.UsageError as exc:  # unknown option or command, missing argument, bad value
+        _fail(_usage_message(exc), EXIT_USAGE)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), EXIT_USAGE)
+    except click.Abort:  # Ctrl-C outside a command body
+        _fail("interrupted", EXIT_FAILED)
+    except SystemExit as exc:  # a command's own status (see _guarded)
         code = exc.code
         raise SystemExit(EXIT_USAGE if code not in (0, 1, 2, 3, None) else code) from None
+    sys.exit(status if status in (0, 1, 2, 3) else EXIT_OK if status is None else EXIT_USAGE)
+
+
+def _usage_message(exc: click.UsageError) -> str:
+    """click's message, and where to read more: ``... (see 'tracker dump --help')``."""
+    where = exc.ctx.command_path if exc.ctx is not None else "tracker"
+    return f"{exc.format_message().rstrip('.')} (see '{where} --help')"

@@ -48,7 +48,8 @@ from tests.integration.test_run import (  # noqa: F401  (slow_rows is a fixture)
 from tests.integration.helpers import run_tracker, wait_for
 from tracker.config import LocksConfig, MySQLConfig, load
 from tracker.db import connect, server_info
-from tracker.dump.dumper import UnitDumper, plan_table
+from tracker.dump.plan import plan_table
+from tracker.dump.units import UnitDumper
 from tracker.errors import LeaseLost
 from tracker.replicaset.claims import ClaimStore, Owner
 from tracker.replicaset.datasets import DatasetLeases

@@ -240,3 +240,32 @@ def test_invalid_warehouse(tmp_path: Path, base: dict, warehouse: dict, key: str
     assert message.startswith(f"{path}: {key}:"), message
     assert words in message and "\n" not in message
     assert info.value.exit_status == 2
+
+
+# --- metrics_file and replication.max_threads_running (load guard) -----------------------
+
+
+def test_metrics_file_and_load_guard_defaults_and_values(tmp_path: Path, base: dict) -> None:
+    defaults = config.load(write(tmp_path, base))
+    assert defaults.metrics_file is None and defaults.replication.max_threads_running is None
+    base.update(metrics_file="/var/lib/node_exporter/textfile/tracker.prom", replication={"max_threads_running": 40})
+    cfg = config.load(write(tmp_path, base))
+    assert cfg.metrics_file == Path("/var/lib/node_exporter/textfile/tracker.prom")
+    assert cfg.replication.max_threads_running == 40
+
+
+@pytest.mark.parametrize(
+    "change, key, words",
+    [
+        (lambda d: d.update(metrics_file="relative/tracker.prom"), "metrics_file", "absolute path ending in .prom"),
+        (lambda d: d.update(metrics_file="/var/lib/tracker.txt"), "metrics_file", "absolute path ending in .prom"),
+        (lambda d: d.update(metrics_file=5), "metrics_file", "expected a string"),
+        (lambda d: d.update(replication={"max_threads_running": 0}), "replication.max_threads_running", "between 1"),
+        (lambda d: d.update(replication={"max_threads_running": "many"}), "replication.max_threads_running", "expected an integer"),
+    ],
+)
+def test_metrics_file_and_load_guard_errors(tmp_path: Path, base: dict, change, key: str, words: str) -> None:
+    change(base)
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, base))
+    assert f": {key}: " in str(err.value) and words in str(err.value)

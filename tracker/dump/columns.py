@@ -28,7 +28,7 @@ ordinary columns of the parts, marked ``period`` in the manifest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import logging
 
@@ -109,40 +109,90 @@ class TableInfo:
 
 def find_table(conn: pymysql.Connection, db: str, table: str) -> TableInfo:
     """Look a base table up; a missing table or a view is ``TableNotFound``."""
-    row = query_one(
-        conn,
-        "SELECT TABLE_TYPE, ENGINE, COALESCE(DATA_LENGTH, 0), COALESCE(TABLE_ROWS, 0)"
-        " FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-        (db, table),
-    )
+    found = find_tables(conn, [(db, table)])[(db, table)]
+    if isinstance(found, TableNotFound):
+        raise found
+    return found
+
+
+def find_tables(conn: pymysql.Connection, names: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TableInfo | TableNotFound]:
+    """Many tables looked up at once: two queries per ``BATCH`` schemas, not two per table.
+
+    A host with tens of thousands of tables would otherwise spend most of a
+    run on these lookups.  Each name maps to its ``TableInfo`` or to the
+    ``TableNotFound`` that looking it up alone would raise.
+    """
+    wanted = set(names)
+    tables: dict[tuple[str, str], tuple] = {}
+    partitions: dict[tuple[str, str], list[tuple]] = {}
+    for where, args in _name_filters(sorted(wanted)):
+        for row in query_all(
+            conn,
+            "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, ENGINE, COALESCE(DATA_LENGTH, 0), COALESCE(TABLE_ROWS, 0)"
+            f" FROM information_schema.TABLES WHERE {where}",
+            args,
+        ):
+            if (str(row[0]), str(row[1])) in wanted:
+                tables[(str(row[0]), str(row[1]))] = row[2:]
+        # One row per partition, whatever its subpartitions: a unit reads a
+        # partition (``PARTITION (p)`` covers its subpartitions) exactly once.
+        for row in query_all(
+            conn,
+            "SELECT TABLE_SCHEMA, TABLE_NAME, PARTITION_NAME, SUM(COALESCE(DATA_LENGTH, 0)),"
+            " SUM(COALESCE(TABLE_ROWS, 0)), MAX(PARTITION_METHOD)"
+            f" FROM information_schema.PARTITIONS WHERE {where} AND PARTITION_NAME IS NOT NULL"
+            " GROUP BY TABLE_SCHEMA, TABLE_NAME, PARTITION_NAME"
+            " ORDER BY TABLE_SCHEMA, TABLE_NAME, MIN(PARTITION_ORDINAL_POSITION)",
+            args,
+        ):
+            key = (str(row[0]), str(row[1]))
+            if key in wanted:
+                partitions.setdefault(key, []).append(row[2:])
+    return {name: _table_info(name, tables.get(name), partitions.get(name, [])) for name in names}
+
+
+def _table_info(name: tuple[str, str], row: tuple | None, partitions: list[tuple]) -> TableInfo | TableNotFound:
+    db, table = name
     shown = f"{db}.{table}"
     if row is None:
-        raise TableNotFound(f"table {shown!r} does not exist")
-    if row[0] not in ("BASE TABLE", "SYSTEM VERSIONED"):
-        raise TableNotFound(f"{shown!r} is a {str(row[0]).lower()}, not a base table; nothing dumped")
-    # One row per partition, whatever its subpartitions: a unit reads a
-    # partition (``PARTITION (p)`` covers its subpartitions) exactly once.
-    partitions = query_all(
-        conn,
-        "SELECT PARTITION_NAME, SUM(COALESCE(DATA_LENGTH, 0)), SUM(COALESCE(TABLE_ROWS, 0)),"
-        " MAX(PARTITION_METHOD)"
-        " FROM information_schema.PARTITIONS"
-        " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND PARTITION_NAME IS NOT NULL"
-        " GROUP BY PARTITION_NAME ORDER BY MIN(PARTITION_ORDINAL_POSITION)",
-        (db, table),
-    )
+        return TableNotFound(f"table {shown!r} does not exist")
+    kind, engine, data_bytes, rows = row
+    if kind not in ("BASE TABLE", "SYSTEM VERSIONED"):
+        return TableNotFound(f"{shown!r} is a {str(kind).lower()}, not a base table; nothing dumped")
     return TableInfo(
         db=db,
         table=table,
-        engine=row[1],
-        data_bytes=int(row[2]),
-        rows_estimate=int(row[3]),
+        engine=engine,
+        data_bytes=int(data_bytes),
+        rows_estimate=int(rows),
         partitions=tuple(str(p[0]) for p in partitions),
         partition_bytes=tuple(int(p[1]) for p in partitions),
         partition_rows=tuple(int(p[2]) for p in partitions),
-        versioned=row[0] == "SYSTEM VERSIONED",
+        versioned=kind == "SYSTEM VERSIONED",
         system_time_partitions=any(p[3] == "SYSTEM_TIME" for p in partitions),
     )
+
+
+# Tables per information_schema query: keeps statements short.
+BATCH = 500
+
+
+def _name_filters(names: list[tuple[str, str]]) -> Iterator[tuple[str, tuple]]:
+    """WHERE clauses (and their values) covering ``names``, ``BATCH`` at a time.
+
+    Schema IN and name IN select a superset (callers keep only the pairs
+    they asked for); the server tests both before it opens a table, and one
+    name is an equality it looks up directly.
+    """
+    for start in range(0, len(names), BATCH):
+        chunk = names[start : start + BATCH]
+        schemas = sorted({db for db, _ in chunk})
+        tables = sorted({table for _, table in chunk})
+        where = (
+            f"TABLE_SCHEMA IN ({', '.join(['%s'] * len(schemas))})"
+            f" AND TABLE_NAME IN ({', '.join(['%s'] * len(tables))})"
+        )
+        yield where, (*schemas, *tables)
 
 
 # How information_schema.COLUMNS.GENERATION_EXPRESSION shows period columns.
@@ -157,46 +207,49 @@ IMPLICIT_PERIOD = (
 
 
 def table_columns(conn: pymysql.Connection, db: str, table: str) -> list[Column]:
-    """Columns in table order, including invisible ones (``SELECT *`` skips those).
+    """Columns in table order, including invisible ones (``SELECT *`` skips those)."""
+    info = find_table(conn, db, table)
+    return tables_columns(conn, [info])[(db, table)]
+
+
+def tables_columns(conn: pymysql.Connection, infos: Sequence[TableInfo]) -> dict[tuple[str, str], list[Column]]:
+    """The columns of many tables, one query per ``BATCH`` schemas.
 
     A system-versioned table's period columns are data (they date every row
     version) and are restored, so they are not ``generated``; implicit
     ones are listed last.
     """
-    rows = query_all(
-        conn,
-        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, COALESCE(GENERATION_EXPRESSION, ''),"
-        " CHARACTER_SET_NAME, COLLATION_NAME"
-        " FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
-        " ORDER BY ORDINAL_POSITION",
-        (db, table),
-    )
-    columns = []
-    for name, data_type, column_type, expression, charset, collation in rows:
-        period = _PERIOD_EXPRESSIONS.get(str(expression).upper())
-        columns.append(
-            Column(
-                name=str(name),
-                data_type=str(data_type).lower(),
-                column_type=str(column_type),
-                generated=bool(expression) and period is None,
-                charset=None if charset is None else str(charset),
-                collation=None if collation is None else str(collation),
-                period=period,
-            )
+    wanted = {(i.db, i.table): i for i in infos}
+    columns: dict[tuple[str, str], list[Column]] = {name: [] for name in wanted}
+    for where, args in _name_filters(sorted(wanted)):
+        rows = query_all(
+            conn,
+            "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, COALESCE(GENERATION_EXPRESSION, ''),"
+            " CHARACTER_SET_NAME, COLLATION_NAME"
+            f" FROM information_schema.COLUMNS WHERE {where}"
+            " ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION",
+            args,
         )
-    if not any(c.period for c in columns) and _is_versioned(conn, db, table):
-        columns.extend(IMPLICIT_PERIOD)
+        for db, table, name, data_type, column_type, expression, charset, collation in rows:
+            found = columns.get((str(db), str(table)))
+            if found is None:
+                continue
+            period = _PERIOD_EXPRESSIONS.get(str(expression).upper())
+            found.append(
+                Column(
+                    name=str(name),
+                    data_type=str(data_type).lower(),
+                    column_type=str(column_type),
+                    generated=bool(expression) and period is None,
+                    charset=None if charset is None else str(charset),
+                    collation=None if collation is None else str(collation),
+                    period=period,
+                )
+            )
+    for name, found in columns.items():
+        if wanted[name].versioned and not any(c.period for c in found):
+            found.extend(IMPLICIT_PERIOD)
     return columns
-
-
-def _is_versioned(conn: pymysql.Connection, db: str, table: str) -> bool:
-    row = query_one(
-        conn,
-        "SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-        (db, table),
-    )
-    return row is not None and row[0] == "SYSTEM VERSIONED"
 
 
 def show_create_table(conn: pymysql.Connection, db: str, table: str) -> str:

@@ -13,6 +13,7 @@ host that finishes a table's last unit can write the table's manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -116,12 +117,16 @@ class ClaimStore:
         self.plans = f"{quote_ident(locks.schema)}.`plans`"
         self._conn = self._connect()
         self._lock = threading.Lock()
+        self.round_trips = 0  # statements sent to the master (each one round trip), for the run's log
 
     def _connect(self) -> pymysql.Connection:
         # A hung master must fail an extension well within one lease, so the
-        # unit stops before another host could take it over.
+        # unit stops before another host could take it over.  The timeout
+        # bounds the TCP connect, the handshake and every read; writes are
+        # small statements the kernel's send buffer takes without waiting.
         timeout = max(2, min(30, self.locks.lease_seconds // 3))
-        return connect(self.master, read_timeout=timeout, found_rows=True, what="the master")
+        master = dataclasses.replace(self.master, connect_timeout=min(self.master.connect_timeout, timeout))
+        return connect(master, read_timeout=timeout, found_rows=True, what="the master")
 
     def execute(self, sql: str, args: tuple = ()) -> tuple[int, list[tuple]]:
         """Run one statement; returns (matched rows, fetched rows).
@@ -131,11 +136,13 @@ class ClaimStore:
         """
         with self._lock:
             for attempt in (1, 2):
+                self.round_trips += 1
                 try:
                     with self._conn.cursor() as cur:
                         count = cur.execute(sql, args)
                         return count, list(cur.fetchall())
-                except pymysql.err.OperationalError as exc:
+                except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+                    # InterfaceError: the connection was closed, e.g. by a failed reconnect.
                     if attempt == 2:
                         raise LeaseLost(f"master {self.master.host}:{self.master.port} unreachable: {error_text(exc)}") from None
                     log.warning("event=master_reconnect error=%s", error_text(exc))
@@ -361,6 +368,11 @@ class Lease:
         )
         if matched != 1:
             raise LeaseLost(f"the claim on {_label(self.key)} expired or was taken over by another host")
+
+    @property
+    def lost(self) -> str | None:
+        """Why the lease was lost (its unit was stopped for it), or None while it holds."""
+        return self._lost
 
     def check(self) -> None:
         """Right before a commit: still ours, for at least one more lease period."""

@@ -88,12 +88,25 @@ def build(
         "compression": compression,
         "format": DATA_FORMAT,
         "columns": columns,
+        "system_versioning": system_versioning(columns),
         "units": sorted(units, key=lambda u: u["index"]),
         "schema": schema_key,
         "server_version": server_version,
         "tracker_version": __version__,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def system_versioning(columns: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """For a system-versioned table (period columns): every row version is in the parts.
+
+    A loader restores the history with ``system_versioning_insert_history``;
+    None for an ordinary table.
+    """
+    period = {c["period"]: c["name"] for c in columns if c.get("period")}
+    if not period:
+        return None
+    return {"rows": "all_versions", "row_start": period.get("start"), "row_end": period.get("end")}
 
 
 def dumps(manifest: dict[str, Any]) -> bytes:
