@@ -361,6 +361,8 @@ def kill_command(ctx: click.Context, force: bool) -> None:
             click.echo(f"killed query {query.connection_id} of tracker pid {query.pid}")
         for pid in report.processes:
             click.echo(f"sent SIGTERM to tracker pid {pid}")
+        for path in report.files:
+            click.echo(f"removed stale OUTFILE {path}")
         click.echo(f"{report.reason or 'healthy replica'}: {len(report.queries)} queries killed, {len(report.processes)} processes stopped")
         return EXIT_OK
 

@@ -433,8 +433,14 @@ def test_lease_of_a_killed_dump_on_this_machine_is_taken_over_at_once(master, re
         assert [int(r["pid"]) for r in dataset_leases(master, fresh_db)] == [killed.pid]
     finally:
         killed.kill()
+        # What cron's `tracker kill` does after a kill -9: the orphaned query
+        # is killed and its OUTFILE, if the server created it before the
+        # frozen tracker could unlink it, removed.
+        cleaned = run_tracker(config, "kill", timeout=60)
+        assert cleaned.returncode == 0, cleaned
         kill_dump_queries(replica)
         ensure_replicating(replica_set, replica)
+    assert list(replica.outfile_dir.iterdir()) == [], "tracker kill left an orphan's OUTFILE behind"
     again = run_tracker(config, *args, timeout=120)
     assert again.returncode == 0, again
     assert "event=dataset_holder_gone" in again.stderr.decode()

@@ -106,6 +106,24 @@ def test_orphan_of_a_killed_dump_is_killed(replica2, tmp_path, myisam_table) -> 
     assert (dest / "main" / myisam_table.replace(".", "/") / "dt=2026-11-01" / "_SUCCESS").exists()
 
 
+def test_outfile_an_orphan_wrote_is_removed_by_kill(replica2, tmp_path, myisam_table) -> None:
+    """tracker died before the server created its OUTFILE: the orphan writes it for nobody; kill removes it."""
+    dest = tmp_path / "dest"
+    config = write_config(tmp_path, replica2, f"file://{dest}")
+    with held_by_table_lock(replica2, myisam_table) as release:
+        pid = orphan_of_killed_dump(replica2, config, myisam_table, "2026-11-01")
+        release()  # the orphan now gets its lock and writes its OUTFILE, which nobody unlinks
+        assert wait_for(lambda: not tagged_queries(replica2), 60), "the orphan never finished"
+    left = [p for p in replica2.outfile_dir.iterdir() if p.name.startswith(f"tracker-{pid}-")]
+    assert len(left) == 1 and left[0].stat().st_size > 0, list(replica2.outfile_dir.iterdir())
+    result = run_tracker(config, "kill")
+    assert result.returncode == 0, result.stderr.decode()
+    assert f"removed stale OUTFILE {left[0]}".encode() in result.stdout, result.stdout
+    assert "event=stale_outfile_removed" in result.stderr.decode()
+    assert list(replica2.outfile_dir.iterdir()) == []
+    assert nothing_under(dest)
+
+
 def test_run_kills_orphans_before_it_starts(replica2, replica_set, tmp_path, myisam_table) -> None:
     dest = tmp_path / "dest"
     config = write_config(

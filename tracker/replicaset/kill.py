@@ -10,7 +10,9 @@ gone (a ``kill -9`` of tracker leaves the server writing an OUTFILE nobody
 reads, in follow mode into an unlinked file that keeps growing).
 
 Dump queries are found by the tag every one carries (``/* tracker pid=N``).
-No MySQL user is ever dropped or changed.
+No MySQL user is ever dropped or changed.  Once the orphans are killed,
+their OUTFILEs left in outfile_dir (a tracker stopped between the server
+creating the file and tracker unlinking it) are removed too.
 """
 
 from __future__ import annotations
@@ -48,6 +50,38 @@ class KillReport:
     reason: str = ""
     queries: list[TaggedQuery] = field(default_factory=list)
     processes: list[int] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # stale OUTFILEs (and FIFOs) removed
+
+
+# The names tracker gives its OUTFILEs and FIFOs (tracker/dump/units.py).
+_OUTFILE = re.compile(r"tracker-(\d+)-\d+-[0-9a-f]+\.tsv")
+
+
+def remove_stale_outfiles(directory: Path | None) -> list[Path]:
+    """Remove OUTFILEs of tracker processes that are gone; the removed paths.
+
+    A tracker killed after the server created its OUTFILE but before it
+    opened and unlinked it leaves the file behind, and the orphaned query
+    goes on filling it: on a DBA's disk that is a table's worth of text
+    nobody will read.  Files of live tracker processes are left alone.
+    """
+    removed: list[Path] = []
+    if directory is None or not directory.is_dir():
+        return removed
+    for path in directory.iterdir():
+        match = _OUTFILE.fullmatch(path.name)
+        if match is None or is_tracker_process(int(match.group(1))):
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # not ours to remove (permissions): say so, go on
+            log.warning("event=stale_outfile_not_removed path=%s error=%s", path, exc.strerror)
+            continue
+        removed.append(path)
+        log.warning("event=stale_outfile_removed path=%s pid=%s", path, match.group(1))
+    return removed
 
 
 def tagged_queries(conn: pymysql.Connection, dialect: Dialect | None = None) -> list[TaggedQuery]:
@@ -159,6 +193,7 @@ def kill(config: Config, *, force: bool = False, orphans_only: bool = False) -> 
                     continue
                 report.processes.append(pid)
                 log.warning("event=stopped_process pid=%d why=%s", pid, reason)
+        report.files = remove_stale_outfiles(config.outfile_dir)
         return report
     except pymysql.MySQLError as exc:
         raise KillFailed(f"kill on {config.mysql.host}:{config.mysql.port} failed: {error_text(exc)}") from None
