@@ -178,7 +178,7 @@ class UnitBatch:
         claim_rows = {(str(r[1]), str(r[2])): r for r in rows if r[0] == "c"}
         dataset_rows = {(str(r[1]), str(r[2])): r for r in rows if r[0] == "d"}
         result = ClaimResult()
-        spare: list[UnitKey] = []  # dataset rows this batch made for tables it did not claim
+        spare: list[UnitKey] = []  # tables another host holds or finished, whose dataset row this batch made
         for key in keys:
             name = (key.db, key.table)
             claim, dataset = claim_rows.get(name), dataset_rows.get(name)
@@ -194,9 +194,11 @@ class UnitBatch:
                 self.release(Claimed(key, "", created=False))
                 result.single.append(key)
             elif claim is not None and (claim[4] == "done" or not claim[5]):
+                # Done, or held by another host -- which may have joined the dataset row
+                # this batch just made (run rows are shared), and checks it before every
+                # write: the row stays; the host that finishes the table deletes it.
                 result.taken.append(key)
                 if dataset is not None and dataset[3] == self.token:
-                    # Done, or held by a host that holds its own row: nobody writes under ours.
                     spare.append(key)
             elif claim is None and dataset is not None and dataset[4] == "dump" and not dataset[5]:
                 _, _, _, _, kind, _, host, port, pid, until = dataset
@@ -204,7 +206,7 @@ class UnitBatch:
             else:  # an expired claim or dataset row, or a race: taken over one by one
                 result.single.append(key)
         if spare:
-            self._delete_datasets([(k.namespace, k.db, k.table, k.date, self.token) for k in spare])
+            self._delete_unjoined_datasets(spare)
         log.info(
             "event=batch_claimed claimed=%d taken=%d busy=%d single=%d",
             len(result.claimed), len(result.taken), len(result.busy), len(result.single),
@@ -315,6 +317,26 @@ class UnitBatch:
                 self._datasets.pop(entry.name, None)
         if entries:
             self._delete_datasets([(*e.dataset_args, e.dataset_token) for e in entries])
+
+    def _delete_unjoined_datasets(self, keys: Sequence[UnitKey]) -> None:
+        """Delete the dataset rows this batch made for tables it did not claim, unless a claim may use them.
+
+        Run rows are shared: a host that claimed after this batch made the row
+        may have joined it and checks it before every write, so only a row no
+        claim was made under (every claim of the table older than the row:
+        the table was finished before) is deleted.  Others expire, or the host
+        that finishes the table deletes them.
+        """
+        d, c = self.datasets.table, self.store.table
+        try:
+            self.store.execute(
+                f"DELETE FROM {d} WHERE (namespace, db, tbl, ds, token) IN ({_rows(5, len(keys))})"
+                f" AND NOT EXISTS (SELECT 1 FROM {c} WHERE {c}.namespace = {d}.namespace AND {c}.db = {d}.db"
+                f" AND {c}.tbl = {d}.tbl AND {c}.ds = {d}.ds AND {c}.claimed_at >= {d}.since)",
+                tuple(a for k in keys for a in (k.namespace, k.db, k.table, k.date, self.token)),
+            )
+        except LeaseLost as exc:  # they expire by themselves
+            log.warning("event=dataset_release_failed count=%d error=%s", len(keys), exc)
 
     def _delete_datasets(self, rows: list[tuple]) -> None:
         try:

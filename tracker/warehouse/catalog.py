@@ -41,7 +41,16 @@ from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.transforms import IdentityTransform
-from pyiceberg.types import DecimalType, DoubleType, FloatType, IcebergType, IntegerType, LongType, NestedField
+from pyiceberg.types import (
+    DecimalType,
+    DoubleType,
+    FloatType,
+    IcebergType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StructType,
+)
 
 from tracker.errors import TrackerError
 
@@ -132,6 +141,19 @@ def _spec_allows(old: IcebergType, new: IcebergType) -> bool:
     return False
 
 
+def _same_type(old: IcebergType, new: IcebergType) -> bool:
+    """Equal types, comparing nested fields by name and type, not by field id.
+
+    The table's struct fields (GEOMETRY's ``wkb``/``srid``) carry the ids the
+    catalog assigned; a date's schema, built from Arrow, carries none yet.
+    """
+    if isinstance(old, StructType) and isinstance(new, StructType):
+        return len(old.fields) == len(new.fields) and all(
+            a.name == b.name and _same_type(a.field_type, b.field_type) for a, b in zip(old.fields, new.fields)
+        )
+    return old == new
+
+
 def _described(field: NestedField) -> str:
     return f"{field.field_type} ({field.doc})" if field.doc else str(field.field_type)
 
@@ -147,7 +169,7 @@ def plan_schema(table_name: str, current: Schema, new: Schema) -> SchemaPlan:
             added.append(field.name)
             continue
         old_type, new_type = existing.field_type, field.field_type
-        if old_type == new_type or _spec_allows(new_type, old_type):
+        if _same_type(old_type, new_type) or _spec_allows(new_type, old_type):
             continue  # same, or narrower: the table keeps its wider type
         if _spec_allows(old_type, new_type):
             widened.append(field.name)
