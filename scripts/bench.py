@@ -406,7 +406,7 @@ def warm(replica: MariaDB) -> tuple[int, int]:
 
 def server_table_bytes(replica: MariaDB) -> int:
     """The table's size as the server reports it (``DATA_LENGTH``), what tracker sizes units by."""
-    replica.sql(f"ANALYZE TABLE {DB}.{TABLE}")  # fresh statistics after the bulk load
+    replica.sql(f"ANALYZE NO_WRITE_TO_BINLOG TABLE {DB}.{TABLE}")  # fresh statistics; not binlogged: the table is the replica's alone
     (data_length,) = replica.sql(
         "SELECT DATA_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (DB, TABLE)
     )[0]

@@ -446,3 +446,37 @@ def test_lease_of_a_killed_dump_on_this_machine_is_taken_over_at_once(master, re
     assert "event=dataset_holder_gone" in again.stderr.decode()
     assert assert_whole(directory)
     assert dataset_leases(master, fresh_db) == []
+
+
+def test_of_the_run_hosts_that_saw_the_last_unit_done_one_finishes(master, fresh_db) -> None:
+    """Two workers marking a table's last two units done at once both see it complete: one finishes it."""
+    date = dt.date(2026, 11, 13)
+    stores = [
+        ClaimStore(MySQLConfig(host="127.0.0.1", port=master.port, user="root"), LocksConfig(), Owner(f"host{i}", 1), fresh_db)
+        for i in range(2)
+    ]
+    try:
+        DatasetLeases(stores[0]).ensure_table()
+        joined = [DatasetLeases(store).join_run(fresh_db, "t", date) for store in stores]
+        assert joined[0].token == joined[1].token  # one shared run row
+        results = [None, None]
+        barrier = threading.Barrier(2)
+
+        def finish(i: int) -> None:
+            barrier.wait()
+            results[i] = joined[i].take_for_finishing()
+
+        threads = [threading.Thread(target=finish, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(results) == [False, True], results
+        winner = joined[results.index(True)]
+        winner.check()  # the finisher's checks before schema, manifest and _SUCCESS pass
+        assert [r["token"] for r in dataset_leases(master, fresh_db)] == [winner.token]
+        assert joined[results.index(False)].take_for_finishing() is False
+    finally:
+        stores[0].execute(f"DELETE FROM `{LOCK_SCHEMA}`.datasets WHERE namespace = %s", (fresh_db,))
+        for store in stores:
+            store.close()

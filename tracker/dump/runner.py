@@ -356,6 +356,9 @@ class Runner:
         total, results = claims.done_results(plan.info.db, plan.info.table, plan.keys.date)
         if len(results) < total:
             return "dumped"
+        if not dataset.take_for_finishing():
+            log.info("event=finish_left_to_other table=%s.%s date=%s", plan.info.db, plan.info.table, plan.keys.date)
+            return "dumped"
         self._remove_strays(plan, results, dataset)
         units.finish_table(plan, results, check=dataset.check)
         dataset.release()  # the table is finished: the next dump --force needs no wait

@@ -161,6 +161,27 @@ class DatasetLease:
         """Right before a commit: still ours, for at least one more lease period."""
         self.extend()
 
+    def take_for_finishing(self) -> bool:
+        """Whether this holder, of all that saw the table's last unit done, is the one to finish it.
+
+        Two workers (or hosts) marking the last two units done at once both
+        see every unit done.  The one whose UPDATE moves the shared run row to
+        a token of its own finishes the table; the other's finds the old
+        token gone and leaves it (``False``): one manifest, one ``_SUCCESS``.
+        """
+        if self._lost is not None:
+            return False
+        mine = secrets.token_hex(16)
+        matched, _ = self.leases.store.execute(
+            f"UPDATE {self.leases.table} SET token = %s, expires_at = NOW(6) + INTERVAL {self.leases.lease_seconds} SECOND"
+            f" WHERE {_WHERE} AND token = %s AND expires_at >= NOW(6)",
+            (mine, *self.key.args, self.token),
+        )
+        if matched != 1:
+            return False
+        self.token = mine
+        return True
+
     @property
     def lost(self) -> str | None:
         """Why the lease was lost, once it was."""
