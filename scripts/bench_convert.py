@@ -124,7 +124,7 @@ def format_lines(results: ConvertResults, server_cpu_per_gb: float, indent: str)
     if results.spark is not None:
         lines.append(
             f"{'convert (spark local[2]):':<23}{results.spark.wall_s:6.1f} s   {results.spark.wall_s / best.wall_s:.2f}x"
-            f" the one-core convert, JVM start included; CPU {results.spark.cpu_s / gb:.2f} s/GB (driver, JVM, workers)"
+            f" the one-core convert, the JVM's start included (Spark's Python workers are the JVM's children: their CPU is not counted here)"
         )
     else:
         lines.append(f"{'convert (spark local[2]):':<23}failed: {results.spark_error}")
