@@ -16,6 +16,8 @@ command -v lz4 >/dev/null 2>&1 || missing+=(lz4)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The tests run a local Spark (pyspark), which needs a Java runtime (17 here).
+[ "$extra" != test ] || command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install: apt-get install ${missing[*]}" >&2
   as_root apt-get update -qq
