@@ -304,33 +304,27 @@ def load_data_sql(columns: list[dict], table_sql: str, path_placeholder: str = "
 SYSTEM_SCHEMAS = ("mysql", "sys", "information_schema", "performance_schema")
 
 
-def list_tables(conn: pymysql.Connection, skip_schemas: tuple[str, ...]) -> list[tuple[str, str]]:
-    """Every base table outside the system schemas and ``skip_schemas``."""
-    skipped = SYSTEM_SCHEMAS + skip_schemas
-    marks = ", ".join(["%s"] * len(skipped))
-    rows = query_all(
-        conn,
-        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
-        f" WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') AND TABLE_SCHEMA NOT IN ({marks})"
-        " ORDER BY TABLE_SCHEMA, TABLE_NAME",
-        skipped,
-    )
-    return [(str(db), str(table)) for db, table in rows]
+def list_objects(conn: pymysql.Connection, skip_schemas: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Base tables and SEQUENCE objects outside the system schemas and ``skip_schemas``, in one query.
 
-
-def list_sequences(conn: pymysql.Connection, skip_schemas: tuple[str, ...]) -> list[tuple[str, str]]:
-    """SEQUENCE objects outside the system schemas: tables to the server, not dumped.
-
-    A sequence holds one row of generator state (its next value lives in the
-    engine, not the row), which a data set of rows does not restore.
+    Sequences are tables to the server but not dumped: a sequence holds one
+    row of generator state (its next value lives in the engine, not the
+    row), which a data set of rows does not restore.  ``run`` logs them.
     """
     skipped = SYSTEM_SCHEMAS + skip_schemas
     marks = ", ".join(["%s"] * len(skipped))
     rows = query_all(
         conn,
-        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
-        f" WHERE TABLE_TYPE = 'SEQUENCE' AND TABLE_SCHEMA NOT IN ({marks})"
+        "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE = 'SEQUENCE' FROM information_schema.TABLES"
+        f" WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED', 'SEQUENCE') AND TABLE_SCHEMA NOT IN ({marks})"
         " ORDER BY TABLE_SCHEMA, TABLE_NAME",
         skipped,
     )
-    return [(str(db), str(table)) for db, table in rows]
+    tables = [(str(db), str(table)) for db, table, sequence in rows if not sequence]
+    sequences = [(str(db), str(table)) for db, table, sequence in rows if sequence]
+    return tables, sequences
+
+
+def list_tables(conn: pymysql.Connection, skip_schemas: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every base table outside the system schemas and ``skip_schemas``."""
+    return list_objects(conn, skip_schemas)[0]

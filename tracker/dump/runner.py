@@ -25,7 +25,7 @@ from tracker.replicaset.batches import PlanBatch
 from tracker.replicaset.claims import ClaimStore, Lease, Owner, UnitKey
 from tracker.replicaset.datasets import DatasetLease, DatasetLeases
 from tracker.dump.batched import SINGLE, Batch, BatchDumper, Job, group
-from tracker.dump.columns import list_sequences, list_tables
+from tracker.dump.columns import list_objects
 from tracker.config import Config
 from tracker.replicaset.ddl import DdlWatch
 from tracker.dump.plan import TablePlan, plan_table, plan_tables
@@ -152,13 +152,10 @@ class Runner:
 
     def _pending(self, conn: pymysql.Connection, date: dt.date) -> list[tuple[str, str]]:
         """Wanted tables whose dataset is not complete yet, priority tables first."""
-        tables = [
-            (db, table)
-            for db, table in list_tables(conn, (self.config.locks.schema,))
-            if self.config.tables.wanted(db, table)
-        ]
+        found, sequences = list_objects(conn, (self.config.locks.schema,))
+        tables = [(db, table) for db, table in found if self.config.tables.wanted(db, table)]
         tables.sort(key=lambda t: self.config.tables.rank(*t))
-        for db, table in list_sequences(conn, (self.config.locks.schema,)):
+        for db, table in sequences:
             if self.config.tables.wanted(db, table):
                 log.info("event=skip_sequence table=%s.%s", db, table)
         pending = []

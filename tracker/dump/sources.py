@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from tracker.db import error_code
-from tracker.errors import Cancelled, DumpFailed, TrackerError  # noqa: F401  (Cancelled: re-exported)
+from tracker.errors import Cancelled, DumpFailed  # noqa: F401  (Cancelled: re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,12 @@ class Source(Protocol):
 class _QuerySource:
     """Shared life cycle: start the query, report its result, always clean up."""
 
-    def __init__(self, query: RunningQuery, path: Path, cancel: threading.Event) -> None:
+    def __init__(self, query: RunningQuery, path: Path, cancel: threading.Event, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.query = query
         self.path = path
         self.cancel = cancel
+        self.chunk_bytes = chunk_bytes
+        self._fd: int | None = None
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -132,17 +134,6 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
 
 class FollowSource(_QuerySource):
     """Follow the regular file a stock server writes, freeing what was read."""
-
-    def __init__(
-        self,
-        query: RunningQuery,
-        path: Path,
-        cancel: threading.Event,
-        chunk_bytes: int = CHUNK_BYTES,
-    ) -> None:
-        super().__init__(query, path, cancel)
-        self.chunk_bytes = chunk_bytes
-        self._fd: int | None = None
 
     def __enter__(self) -> "FollowSource":
         self.query.start()
@@ -238,17 +229,6 @@ def _mapped(fd: int, offset: int, size: int) -> Iterator[memoryview]:
 
 class FifoSource(_QuerySource):
     """Read the named pipe Percona Server writes OUTFILE into."""
-
-    def __init__(
-        self,
-        query: RunningQuery,
-        path: Path,
-        cancel: threading.Event,
-        chunk_bytes: int = CHUNK_BYTES,
-    ) -> None:
-        super().__init__(query, path, cancel)
-        self.chunk_bytes = chunk_bytes
-        self._fd: int | None = None
 
     def __enter__(self) -> "FifoSource":
         os.mkfifo(self.path, 0o600)
