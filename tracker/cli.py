@@ -13,21 +13,22 @@ import re
 import signal
 import sys
 import threading
-from typing import Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 import click
 
-from tracker import config as config_mod
-from tracker import metrics
-from tracker.dump.dumper import Dumper, TableOutcome
 from tracker.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TrackerError, UsageError
 from tracker.names import parse_table_name
-from tracker.replicaset.kill import kill as kill_dumps
-from tracker.store.reader import cat as cat_object
-from tracker.dump.runner import Runner
-from tracker.dump.verify import claims_listing
-from tracker.dump.verify import verify as run_verify
-from tracker.dump.verify import verify_deep
+
+# Commands import the library code they call in their bodies: cron starts
+# `tracker run` on every replica, and with many small tables its start-up
+# counts against the per-table budget (issue 11).  So `run` loads neither the
+# text decoder and its charset tables nor the warehouse, and `--help` none of
+# the library (tests/unit/test_startup.py guards both).
+if TYPE_CHECKING:
+    from tracker import metrics
+    from tracker.config import Config
+    from tracker.dump.dumper import TableOutcome
 
 log = logging.getLogger("tracker")
 
@@ -90,14 +91,18 @@ _METER = "tracker.metrics"
 
 def _start_meter() -> metrics.CommandMeter:
     """This command's metrics (``metrics_file``), kept in click's context for the body and ``_load_config``."""
+    from tracker.metrics import CommandMeter
+
     ctx = click.get_current_context()
-    meter = metrics.CommandMeter(ctx.info_name or "")
+    meter = CommandMeter(ctx.info_name or "")
     ctx.meta[_METER] = meter
     return meter
 
 
 def _meter(ctx: click.Context) -> metrics.CommandMeter:
-    return ctx.meta.get(_METER) or metrics.CommandMeter("")
+    from tracker.metrics import CommandMeter
+
+    return ctx.meta.get(_METER) or CommandMeter("")
 
 
 # Only the documented form: fromisoformat alone also takes 20261130 and 2026-W48-1.
@@ -135,12 +140,16 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) 
     Exit status: 0 ok, 1 some work failed, 2 usage or config error,
     3 refused by a safety check.
     """
+    from tracker.config import resolve_path
+
     _setup_logging(verbose, quiet)
-    ctx.obj = config_mod.resolve_path(config_path, os.environ)
+    ctx.obj = resolve_path(config_path, os.environ)
 
 
-def _load_config(ctx: click.Context) -> config_mod.Config:
-    config = config_mod.load(ctx.obj)
+def _load_config(ctx: click.Context) -> Config:
+    from tracker.config import load
+
+    config = load(ctx.obj)
     _meter(ctx).bind(config.metrics_file, config.namespace)
     return config
 
@@ -170,6 +179,8 @@ def dump(ctx: click.Context, tables: tuple[str, ...], date_text: str | None, for
     """
 
     def body() -> int:
+        from tracker.dump.dumper import Dumper
+
         names = [parse_table_name(t) for t in tables]
         date = parse_date(date_text, _utc_today())
         config = _load_config(ctx)
@@ -231,6 +242,8 @@ def run(ctx: click.Context, date_text: str | None, workers: int | None, dry_run:
     """
 
     def body() -> int:
+        from tracker.dump.runner import Runner
+
         date = parse_date(date_text, _utc_today())
         config = _load_config(ctx)
         report = Runner(config, threading.Event()).run(date, workers=workers, dry_run=dry_run)
@@ -278,6 +291,9 @@ def verify(ctx: click.Context, date_text: str | None, deep: bool) -> None:
     """
 
     def body() -> int:
+        from tracker.dump.verify import verify as run_verify
+        from tracker.dump.verify import verify_deep
+
         date = parse_date(date_text, _utc_today())
         config = _load_config(ctx)
         problems: list = []
@@ -315,6 +331,8 @@ def locks(ctx: click.Context, date_text: str | None) -> None:
     """
 
     def body() -> int:
+        from tracker.dump.verify import claims_listing
+
         date = parse_date(date_text, _utc_today())
         rows = claims_listing(_load_config(ctx), date)
         click.echo("STATE   UNIT                                     HOST:PORT (PID)               SINCE                       EXPIRES/DONE")
@@ -352,6 +370,8 @@ def kill_command(ctx: click.Context, force: bool) -> None:
     """
 
     def body() -> int:
+        from tracker.replicaset.kill import kill as kill_dumps
+
         config = _load_config(ctx)
         if config.kill_skip_file.exists():
             click.echo(f"disabled by {config.kill_skip_file}; nothing killed")
@@ -386,8 +406,11 @@ def cat_command(ctx: click.Context, url: str, fmt: str) -> None:
     """
 
     def body() -> int:
-        s3 = config_mod.S3Config()
-        if ctx.obj != config_mod.DEFAULT_PATH or os.path.exists(ctx.obj):
+        from tracker.config import DEFAULT_PATH, S3Config
+        from tracker.store.reader import cat as cat_object
+
+        s3 = S3Config()
+        if ctx.obj != DEFAULT_PATH or os.path.exists(ctx.obj):
             s3 = _load_config(ctx).s3
         cat_object(url, fmt, s3, sys.stdout.buffer)
         sys.stdout.buffer.flush()

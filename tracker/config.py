@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from tracker.errors import ConfigError, UsageError
 from tracker.names import parse_table_name
 
@@ -534,6 +532,11 @@ def build(path: str, data: Any) -> Config:
 
 def load(path: str) -> Config:
     """Read, parse and validate the config file at ``path``."""
+    # PyYAML costs ~15 ms to import; only here, so the many importers of the
+    # dataclasses above (every library module, Spark executors, `cat` without
+    # a config file) do not pay for it.
+    import yaml
+
     try:
         text = Path(path).read_text()
     except OSError as exc:

@@ -53,7 +53,12 @@ def is_local(config: MySQLConfig) -> bool:
 
 
 def connect(
-    config: MySQLConfig, *, read_timeout: int | None = None, found_rows: bool = False, what: str = "MySQL"
+    config: MySQLConfig,
+    *,
+    read_timeout: int | None = None,
+    found_rows: bool = False,
+    multi_statements: bool = False,
+    what: str = "MySQL",
 ) -> pymysql.Connection:
     """Open an autocommit connection; errors become one-line ``DumpFailed``.
 
@@ -61,7 +66,10 @@ def connect(
     large table sends nothing back for hours, and that is not a failure.
     ``found_rows`` makes UPDATE report matched rather than changed rows, which
     lease checks rely on (an extension within the same microsecond changes
-    nothing but must still count).
+    nothing but must still count).  ``multi_statements`` lets one query
+    carry several statements; only short-lived connections that send nothing
+    but statements built from quoted identifiers turn it on (one round trip
+    for many ``SHOW CREATE TABLE``), never a connection that takes values.
     """
     try:
         return pymysql.connect(
@@ -79,7 +87,7 @@ def connect(
             # "preferred" TLS would load the CA store (~45 ms of CPU) for
             # every connection.
             ssl_disabled=is_local(config),
-            client_flag=CLIENT.FOUND_ROWS if found_rows else 0,
+            client_flag=(CLIENT.FOUND_ROWS if found_rows else 0) | (CLIENT.MULTI_STATEMENTS if multi_statements else 0),
         )
     except pymysql.MySQLError as exc:
         raise DumpFailed(f"cannot connect to {what} {describe(config)}: {error_text(exc)}") from None

@@ -401,21 +401,35 @@ def test_finish_writes_nothing_once_the_dataset_is_taken_over(master, replica, r
     assert visible_files(dataset_dir(dest, fresh_db, fresh_db, "t", date.isoformat())) == []
 
 
-def test_run_finishing_a_table_deletes_parts_its_manifest_does_not_list(master, replica, replica_set, fresh_db, tmp_path) -> None:
-    """What a dump that failed midway may leave: parts of its own plan, beyond the run's units."""
-    make_table(master, fresh_db, "t", 10, slow=False)
+@pytest.mark.parametrize(
+    "suffix, tables", [(".tsv.lz4", 1), (".tsv.zst", 1), (".tsv.zst", 2), (".tsv", 2)], ids=["lz4", "zst", "zst-batch", "none-batch"]
+)
+def test_run_finishing_a_table_deletes_parts_its_manifest_does_not_list(
+    master, replica, replica_set, fresh_db, tmp_path, suffix: str, tables: int
+) -> None:
+    """What a dump that failed midway may leave: parts of its own plan, beyond the run's units.
+
+    In any compression (a dump may have used another), on the one-by-one
+    path (one table) and in a batch (two small tables).
+    """
+    names = ["t", "u"][:tables]
+    for name in names:
+        make_table(master, fresh_db, name, 10, slow=False)
     replica_set.sync()
     date = "2026-11-11"
     dest = tmp_path / "dest"
-    directory = dataset_dir(dest, fresh_db, fresh_db, "t", date)
-    directory.mkdir(parents=True)
-    stray = directory / "part-00007.tsv.lz4"
-    stray.write_bytes(lz4.frame.compress(b"1\tnot\tthis\n"))
+    strays = []
+    for name in names:
+        directory = dataset_dir(dest, fresh_db, fresh_db, name, date)
+        directory.mkdir(parents=True)
+        strays.append(directory / f"part-00007{suffix}")
+        strays[-1].write_bytes(b"1\tnot\tthis\n")
     result = run_tracker(run_config(tmp_path, replica, dest, fresh_db), "run", "--date", date, timeout=120)
     assert result.returncode == 0, result
-    assert not stray.exists()
-    assert assert_whole(directory)
-    assert "event=stray_part_deleted" in result.stderr.decode()
+    assert [stray for stray in strays if stray.exists()] == []
+    for name in names:
+        assert assert_whole(dataset_dir(dest, fresh_db, fresh_db, name, date))
+    assert result.stderr.decode().count("event=stray_part_deleted") == tables
 
 
 def test_lease_of_a_killed_dump_on_this_machine_is_taken_over_at_once(master, replica, replica_set, fresh_db, tmp_path, inserting) -> None:

@@ -20,7 +20,7 @@ from tracker.config import parse_destination
 from tracker.errors import DumpFailed, UploadFailed
 from tracker.dump.outfile import QueryOutcome
 from tracker.dump.pipeline import run_unit
-from tracker.store.sinks import FileStore
+from tracker.store.files import FileStore
 from tracker.dump.sources import FifoSource
 
 

@@ -22,6 +22,7 @@ from tests.integration.helpers import held_table, restore, run_tracker, wait_for
 from tests.integration.test_run import (
     DATE,
     LEASE,
+    LOCK_SCHEMA,
     assert_complete,
     claims,
     dataset_dir,
@@ -196,3 +197,57 @@ def test_frozen_batch_commits_nothing_after_takeover(master, replica, replica2, 
     assert sorted((r["tbl"], r["state"], int(r["port"])) for r in rows_) == [
         (name, "done", replica2.port) for name in names
     ], describe_claims(rows_)
+
+
+def test_one_check_of_a_group_finds_exactly_the_units_lost(master, replica_set, fresh_db) -> None:
+    """``check_parts`` (one statement for a whole commit group) against the real lock tables.
+
+    Of four claimed units, one lost its claim (another token), one its
+    dataset row (taken over): exactly those two are reported, and the other
+    two are extended, claim and dataset row both.
+    """
+    import datetime as dt
+
+    from tracker.config import LocksConfig, MySQLConfig
+    from tracker.replicaset.batches import UnitBatch
+    from tracker.replicaset.claims import ClaimStore, Owner, UnitKey
+    from tracker.replicaset.datasets import DatasetLeases
+
+    store = ClaimStore(MySQLConfig(host="127.0.0.1", port=master.port, user="root"), LocksConfig(), Owner("test", 1), fresh_db)
+    date = dt.date(2026, 11, 20)
+    try:
+        datasets = DatasetLeases(store)
+        datasets.ensure_table()
+        store.ensure_table()
+        batch = UnitBatch(store, datasets, lambda key: None)
+        keys = [UnitKey(fresh_db, fresh_db, name, date, 0) for name in ("a", "b", "c", "d")]
+        claimed = batch.claim(keys)
+        assert sorted(e.key.table for e in claimed.claimed) == ["a", "b", "c", "d"]
+        assert batch.check_parts(claimed.claimed) == {}
+        store.execute(
+            f"UPDATE `{LOCK_SCHEMA}`.claims SET token = REPEAT('e', 32) WHERE namespace = %s AND tbl = 'b'", (fresh_db,)
+        )
+        store.execute(
+            f"UPDATE `{LOCK_SCHEMA}`.datasets SET token = REPEAT('f', 32) WHERE namespace = %s AND tbl = 'd'", (fresh_db,)
+        )
+        store.execute(
+            f"UPDATE `{LOCK_SCHEMA}`.claims c JOIN `{LOCK_SCHEMA}`.datasets d USING (namespace, db, tbl, ds)"
+            " SET c.expires_at = NOW(6) + INTERVAL 5 SECOND, d.expires_at = NOW(6) + INTERVAL 5 SECOND"
+            " WHERE c.namespace = %s AND c.tbl IN ('a', 'c')",
+            (fresh_db,),
+        )
+        lost = batch.check_parts(claimed.claimed)
+        assert sorted(lost) == [(fresh_db, "b"), (fresh_db, "d")], lost
+        assert all("expired or was taken over" in why for why in lost.values())
+        _, rows = store.execute(
+            f"SELECT c.tbl, c.expires_at > NOW(6) + INTERVAL 60 SECOND, d.expires_at > NOW(6) + INTERVAL 60 SECOND"
+            f" FROM `{LOCK_SCHEMA}`.claims c"
+            f" JOIN `{LOCK_SCHEMA}`.datasets d USING (namespace, db, tbl, ds) WHERE c.namespace = %s AND c.tbl IN ('a', 'c')",
+            (fresh_db,),
+        )
+        assert sorted(rows) == [("a", 1, 1), ("c", 1, 1)]  # extended again, claim and dataset row both
+        batch.close()
+    finally:
+        store.execute(f"DELETE FROM `{LOCK_SCHEMA}`.claims WHERE namespace = %s", (fresh_db,))
+        store.execute(f"DELETE FROM `{LOCK_SCHEMA}`.datasets WHERE namespace = %s", (fresh_db,))
+        store.close()

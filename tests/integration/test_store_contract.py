@@ -7,12 +7,13 @@ under 5 MiB but the last), so the multipart path is exercised for real.
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import pytest
 
 from tracker.config import S3Config, parse_destination
 from tracker.errors import UploadFailed
-from tracker.store.sinks import Store, open_store
+from tracker.store.sinks import CommitGroup, Store, open_store
 
 MiB = 1 << 20
 
@@ -117,6 +118,140 @@ def test_clean_stale_removes_only_abandoned_data_uploads(store: Store, tmp_path)
         assert store.client.list_multipart_uploads(Bucket=store.destination.bucket).get("Uploads", []) == []
     else:
         assert [p for p in (tmp_path / "dest").rglob(".*") if p.is_file()] == []
+
+
+def test_clean_stale_with_dates_looks_only_in_those_datasets(store: Store, tmp_path) -> None:
+    """``dates`` narrows a file tree's search to the datasets of those dates (S3 lists its open uploads anyway)."""
+    import datetime as dt
+
+    keys = [f"ns/db/t/dt={d}/part-00000.tsv.zst" for d in ("2026-01-01", "2026-01-05")]
+    for key in keys:
+        abandoned = store.upload(key, lambda: None, overwrite=False)
+        abandoned.__enter__()
+        abandoned.write(os.urandom(6 * MiB))
+    found = store.clean_stale("ns/", dt.timedelta(0), dates=["2026-01-05", "2026-01-04"])
+    if hasattr(store, "client"):
+        assert found == 2
+    else:
+        assert found == 1
+        left = [p.parent.name for p in (tmp_path / "dest").rglob(".part-*") if p.is_file()]
+        assert left == ["dt=2026-01-01"]
+        assert store.clean_stale("ns/", dt.timedelta(0)) == 1  # a whole walk finds the rest
+
+
+def test_group_commits_every_member_after_one_check(store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    checked: list[list[str]] = []
+    data = {f"g/{i}.bin": os.urandom(size) for i, size in enumerate([0, 100, 6 * MiB])}
+    with ThreadPoolExecutor(4) as pool:
+        with CommitGroup(store, lambda keys: checked.append(list(keys)) or {}, pool) as group:
+            for key, body in data.items():
+                with group.upload(key, lambda: None, overwrite=False) as upload:
+                    upload.write(body)
+                assert visible(store) == []  # a member waits for the group
+            assert checked == []
+    assert checked == [list(data)]
+    assert group.committed == set(data) and group.failed == {}
+    assert {key: store.get(key) for key in data} == data
+
+
+def test_group_aborts_refused_and_failed_members_only(store: Store) -> None:
+    def refuse(keys: Sequence[str]) -> dict[str, BaseException]:
+        return {"g/refused": UploadFailed("lease lost")}
+
+    with CommitGroup(store, refuse) as group:
+        for key in ("g/ok", "g/refused"):
+            with group.upload(key, lambda: None, overwrite=False) as upload:
+                upload.write(key.encode())
+        with pytest.raises(UploadFailed, match="own check"):
+            with group.upload("g/own", _fail("own check"), overwrite=False) as upload:
+                upload.write(b"x")
+        store.put("g/taken", b"first")
+        with group.upload("g/taken", lambda: None, overwrite=False) as upload:  # no clobber: fails at commit
+            upload.write(b"second")
+    assert group.committed == {"g/ok"}
+    assert set(group.failed) == {"g/refused", "g/taken"}
+    assert str(group.failed["g/refused"]) == "lease lost"
+    assert visible(store) == ["g/ok", "g/taken"] and store.get("g/taken") == b"first"
+
+
+@pytest.mark.parametrize("where", ["body", "check"])
+def test_group_error_aborts_every_member(store: Store, where: str) -> None:
+    def check(keys: Sequence[str]) -> dict[str, BaseException]:
+        if where == "check":
+            raise UploadFailed("master unreachable")
+        return {}
+
+    with pytest.raises((UploadFailed, RuntimeError)):
+        with CommitGroup(store, check) as group:
+            for key in ("g/a", "g/b"):
+                with group.upload(key, lambda: None, overwrite=False) as upload:
+                    upload.write(os.urandom(6 * MiB))
+            if where == "body":
+                raise RuntimeError("stopped")
+    assert visible(store) == [] and group.committed == set()
+    if hasattr(store, "client"):
+        assert store.client.list_multipart_uploads(Bucket=store.destination.bucket).get("Uploads", []) == []
+
+
+def test_group_in_the_background_commits_after_the_body_and_the_check(store: Store) -> None:
+    """With ``background``, the exit hands over the check and the commits; ``wait`` waits for them."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    gate = threading.Event()
+
+    def check(keys: Sequence[str]) -> dict[str, BaseException]:
+        gate.wait(30)  # held until the test has looked
+        return {"g/b": UploadFailed("lease lost")}
+
+    with ThreadPoolExecutor(1) as background:
+        with CommitGroup(store, check, background=background) as group:
+            for key in ("g/a", "g/b"):
+                with group.upload(key, lambda: None, overwrite=False) as upload:
+                    upload.write(key.encode())
+        assert visible(store) == [] and group.committed == set()  # returned before the check ran
+        gate.set()
+        group.wait()
+    assert group.committed == {"g/a"} and set(group.failed) == {"g/b"}
+    assert visible(store) == ["g/a"]
+
+    def unreachable(keys: Sequence[str]) -> dict[str, BaseException]:
+        raise UploadFailed("master unreachable")
+
+    with ThreadPoolExecutor(1) as background:
+        with CommitGroup(store, unreachable, background=background) as group:
+            with group.upload("g/c", lambda: None, overwrite=False) as upload:
+                upload.write(os.urandom(6 * MiB))
+        with pytest.raises(UploadFailed, match="unreachable"):
+            group.wait()
+    assert visible(store) == ["g/a"] and group.committed == set()
+
+
+def test_put_many_fails_only_the_objects_it_could_not_write(store: Store) -> None:
+    store.put("q/blocker", b"a file where a folder would be")
+    failed = store.put_many([("q/one", b"1"), ("q/blocker/inside", b"2"), ("q/two", b"")])
+    if hasattr(store, "client"):  # S3 has no folders: all three are objects
+        assert failed == {}
+    else:
+        assert list(failed) == ["q/blocker/inside"] and isinstance(failed["q/blocker/inside"], UploadFailed)
+    assert store.get("q/one") == b"1" and store.get("q/two") == b""
+
+
+def test_put_many_writes_each_object_whole(store: Store) -> None:
+    items = [("p/schema.sql", b"CREATE TABLE t (id INT)\n"), ("p/manifest.json", b"{}\n"), ("p/_SUCCESS", b"")]
+    store.put("p/manifest.json", b"old")
+    store.put_many(items)
+    assert {key: store.get(key) for key, _ in items} == dict(items)
+    assert visible(store) == sorted(key for key, _ in items)
+
+
+def _fail(why: str):
+    def check() -> None:
+        raise UploadFailed(why)
+
+    return check
 
 
 def test_s3_parts_carry_our_crc32c(moto_server, aws_env, bucket) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from tracker.config import parse_destination
 from tracker.errors import LeaseLost
-from tracker.store.sinks import FileStore
+from tracker.store.files import FileStore
 from tracker.warehouse.lease import StoreLease, check_lease, current, lease_key
 from tracker.warehouse.schema import SchemaConflict, conformer, target_schema
 

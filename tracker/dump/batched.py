@@ -2,25 +2,29 @@
 
 Each small table alone costs about a dozen round trips to the master
 (join the dataset, claim, check, mark done, three finishing checks,
-release) and dumps in a millisecond, so on a host with thousands of them
-the master's latency is the run.  A batch claims up to ``BATCH_UNITS``
-one-unit tables in four statements, dumps them one after the other on the
-worker's snapshot connection (each part committed right after a check of
-its claim and dataset row: one statement), marks them done in one
-statement and finishes them together: one statement checking every dataset
-row before every ``schema.sql``, one before every ``manifest.json``, one
-before every ``_SUCCESS``, and one releasing the rows (see
-``tracker/replicaset/batches.py``).  Units the batch could not claim
-because a lease expired go back to the one-by-one path, which takes leases
-over.
+release) and a handful of fsyncs, and dumps in a millisecond, so on a host
+with thousands of them those fixed costs are the run.  A batch claims up
+to ``BATCH_UNITS`` one-unit tables in four statements and dumps them one
+after the other on the worker's snapshot connection into a commit group
+(:class:`tracker.store.sinks.CommitGroup`): each table's part, and after
+it the table's ``schema.sql`` and ``manifest.json`` (its one unit makes
+its manifest known), wait uncommitted until one statement has checked
+every claim and dataset row of the group, and then commit together.  The
+rest goes on in the background while the worker dumps its next batch:
+the units are marked done in one statement, one statement checks every
+dataset row before the ``_SUCCESS`` of each table, and one releases the
+rows (see ``tracker/replicaset/batches.py``).  Units the batch could not
+claim because a lease expired go back to the one-by-one path, which takes
+leases over.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import pymysql
 
@@ -33,7 +37,7 @@ from tracker.replicaset.claims import ClaimStore, UnitKey
 from tracker.replicaset.datasets import DatasetLeases
 from tracker.replicaset.snapshot import Snapshot
 from tracker.store.layout import DatasetKeys
-from tracker.store.sinks import STALE_CANDIDATE, Store
+from tracker.store.sinks import STALE_CANDIDATE, CommitGroup, Store
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,12 @@ BATCH_UNITS = 32
 # Only units this small are batched: a batch's claims wait while its
 # earlier units dump, and a large unit would keep them from other hosts.
 BATCH_UNIT_BYTES = 8 * 1024 * 1024
+
+# A group of parts commits after one check once it holds this much
+# (compressed): what waits is on disk, or in memory for S3.
+GROUP_BYTES = 16 * 1024 * 1024
+COMMIT_THREADS = 8
+FINISH_THREADS = 4  # batches finishing at once (each worker's latest)
 
 SINGLE = "single"  # a batch result: hand the unit to the one-by-one path
 
@@ -54,6 +64,45 @@ class Job:
 @dataclass
 class Batch:
     jobs: list[Job]
+
+
+@dataclass
+class Staged:
+    """A commit group and what waits in it: each unit's part, with its table's ``schema.sql`` and ``manifest.json``."""
+
+    group: CommitGroup = None  # type: ignore[assignment]  # set by the ``with`` that opens it
+    units: dict[str, tuple[Claimed, dict[str, Any]]] = field(default_factory=dict)  # by part key
+    documents: dict[UnitKey, tuple[dict[str, Any], list[str]]] = field(default_factory=dict)  # manifest, its keys
+    owners: dict[str, Claimed] = field(default_factory=dict)  # every key waiting, to its unit
+
+
+@dataclass
+class BatchResult:
+    """What a batch came to: the results known when its worker moved on, and its finishing."""
+
+    results: list[tuple[Job, object]]
+    finishing: Future | None = None  # the results of the units whose parts it committed, or not
+    committed: list[Job] = field(default_factory=list)  # those units
+
+    def resolve(self) -> list[tuple[Job, object]]:
+        """Every unit's result, once the finishing ended (its error for each committed unit if it failed)."""
+        if self.finishing is None:
+            return self.results
+        try:
+            return self.results + self.finishing.result()
+        except Exception as exc:
+            return self.results + [(job, exc) for job in self.committed]
+
+
+def _description(staged: Staged, entry: Claimed) -> object:
+    """The manifest of ``entry``'s table if its ``schema.sql`` and ``manifest.json`` were committed; else why not."""
+    document, keys = staged.documents.get(entry.key, (None, []))
+    if document is None:
+        return LeaseLost(f"schema.sql and manifest.json of {entry.key.db}.{entry.key.table} were not written")
+    for key in keys:
+        if key not in staged.group.committed:
+            return staged.group.failed.get(key) or LeaseLost(f"{key} was not committed")
+    return document
 
 
 def batchable(plan: TablePlan) -> bool:
@@ -108,8 +157,31 @@ class BatchDumper:
         self.store = store
         self.cancel = cancel
         self.on_dumped = on_dumped
+        # Commits and finishing writes of every worker's batches: an fsync
+        # (file://) or a PUT (S3) costs milliseconds of waiting, and waits overlap.
+        self.pool = ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="commit")
+        self.committers = ThreadPoolExecutor(FINISH_THREADS, thread_name_prefix="group-commit")
+        self.finishers = ThreadPoolExecutor(FINISH_THREADS, thread_name_prefix="finish")
+        self._finishing: dict[int, Future] = {}  # by worker connection: its batch still finishing
 
-    def dump(self, conn: pymysql.Connection, batch: Batch) -> list[tuple[Job, object]]:
+    def close(self) -> None:
+        """Waits for every batch still finishing."""
+        self.finishers.shutdown(wait=True)
+        self.committers.shutdown(wait=True)
+        self.pool.shutdown(wait=True)
+
+    def dump(self, conn: pymysql.Connection, batch: Batch) -> "BatchResult":
+        """Claim and dump the batch's units; their commit and finishing go on in the background.
+
+        The commit groups' checks and commits, marking done, ``_SUCCESS``
+        and the release wait on the master and on fsyncs, not on this
+        worker's connection: they run while the worker dumps its next batch
+        (one batch of each worker at a time, so the leases a host holds
+        stay bounded).
+        """
+        previous = self._finishing.pop(id(conn), None)
+        if previous is not None:
+            wait([previous])
         by_key = {UnitKey(self.claims.namespace, j.plan.info.db, j.plan.info.table, j.plan.keys.date, 0): j for j in batch.jobs}
         in_flight: dict[UnitKey, StopScope] = {}
 
@@ -123,8 +195,7 @@ class BatchDumper:
         self.units.pacer.before_unit(StopScope(self.cancel))
         leases = UnitBatch(self.claims, self.datasets, on_lost)
         results: list[tuple[Job, object]] = []
-        done: dict[UnitKey, dict[str, Any]] = {}
-        entries: dict[UnitKey, Claimed] = {}
+        groups: list[Staged] = []
         try:
             claimed = leases.claim(list(by_key))
             for key in claimed.taken:
@@ -136,31 +207,142 @@ class BatchDumper:
                 )
                 results.append((by_key[key], self._skipped(by_key[key])))
             results += [(by_key[key], SINGLE) for key in claimed.single]
-            try:
-                for entry in claimed.claimed:
-                    job = by_key[entry.key]
-                    outcome = self._dump_one(conn, job, entry, leases, in_flight)
-                    if isinstance(outcome, dict):
-                        done[entry.key], entries[entry.key] = outcome, entry
-                    else:
-                        results.append((job, outcome))
-            finally:  # also when stopped: what is committed is marked done, not dumped again
-                marked = leases.mark_done(done)
-                for result in done.values():
-                    self.on_dumped(result)
-            results += self._finish(leases, [(by_key[k], entries[k], done[k]) for k in done if k in marked])
-            results += [(by_key[k], "dumped") for k in done if k not in marked]
-            return results
+            pending = list(claimed.claimed)
+            while pending:
+                results += self._dump_group(conn, pending, by_key, leases, in_flight, groups)
+        except BaseException:
+            try:  # also when stopped: what is committed is marked done, not dumped again
+                done, _, _ = self._settle(leases, by_key, groups)
+                self._mark_done(leases, done)
+            finally:
+                leases.close()
+            raise
+        finishing = self.finishers.submit(self._complete, leases, by_key, groups)
+        self._finishing[id(conn)] = finishing
+        return BatchResult(results, finishing, [by_key[entry.key] for g in groups for entry, _ in g.units.values()])
+
+    def _complete(self, leases: UnitBatch, by_key: dict[UnitKey, Job], groups: list["Staged"]) -> list[tuple[Job, object]]:
+        """Once the groups committed: mark their units done, finish the tables, release the batch (a finisher thread)."""
+        try:
+            done, described, results = self._settle(leases, by_key, groups)
+            marked = self._mark_done(leases, done)
+            ready = [(by_key[k], done[k][0], described[k]) for k in done if k in marked and isinstance(described[k], dict)]
+            results += self._finish(leases, ready)  # type: ignore[arg-type]
+            results += [(by_key[k], described[k]) for k in done if k in marked and not isinstance(described[k], dict)]
+            return results + [(by_key[k], "dumped") for k in done if k not in marked]
         finally:
             leases.close()
+
+    def _settle(
+        self, leases: UnitBatch, by_key: dict[UnitKey, Job], groups: list["Staged"]
+    ) -> tuple[dict[UnitKey, tuple[Claimed, dict[str, Any]]], dict[UnitKey, object], list[tuple[Job, object]]]:
+        """Wait for the groups' commits.
+
+        Returns the units whose part was committed; for each of them its
+        manifest if its ``schema.sql`` and ``manifest.json`` were committed
+        too, else why not; and what became of the other units (released).
+        """
+        done: dict[UnitKey, tuple[Claimed, dict[str, Any]]] = {}
+        described: dict[UnitKey, object] = {}
+        results: list[tuple[Job, object]] = []
+        for staged in groups:
+            group = staged.group
+            try:
+                group.wait()
+            except Exception as exc:  # the check failed (the master did not answer): nothing of it was committed
+                group.failed.update({key: exc for key in staged.owners if key not in group.committed})
+            for key, (entry, outcome) in staged.units.items():
+                error = group.failed.get(key)
+                if error is None and key in group.committed:
+                    done[entry.key] = (entry, outcome)
+                    described[entry.key] = _description(staged, entry)
+                    continue
+                leases.release(entry)
+                retry = getattr(error, "retryable", False)
+                results.append((by_key[entry.key], SINGLE if retry else error or LeaseLost("not committed")))
+        return done, described, results
+
+    def _mark_done(self, leases: UnitBatch, done: dict[UnitKey, tuple[Claimed, dict[str, Any]]]) -> set[UnitKey]:
+        marked = leases.mark_done({key: outcome for key, (_, outcome) in done.items()})
+        for _, outcome in done.values():
+            self.on_dumped(outcome)
+        return marked
 
     def _skipped(self, job: Job) -> str:
         if self.units.progress is not None:
             self.units.progress.drop(job.unit.size_hint)
         return "skipped"
 
+    def _dump_group(
+        self,
+        conn: pymysql.Connection,
+        pending: list[Claimed],
+        by_key: dict[UnitKey, Job],
+        leases: UnitBatch,
+        in_flight: dict[UnitKey, StopScope],
+        groups: list["Staged"],
+    ) -> list[tuple[Job, object]]:
+        """Dump units of ``pending`` into one commit group; what became of the units that did not get there.
+
+        The group takes units until it holds ``GROUP_BYTES`` (what waits
+        for the commit is on disk or, on S3, in memory).  Its one check of
+        every claim and dataset row, and then its commits, run in the
+        background (``committers``): the group is added to ``groups`` for
+        :meth:`_settle` to wait for.
+        """
+        staged = Staged()
+        results: list[tuple[Job, object]] = []
+
+        def check(keys: Sequence[str]) -> dict[str, BaseException]:
+            entries = list({id(staged.owners[key]): staged.owners[key] for key in keys}.values())
+            lost = leases.check_parts(entries)
+            return {key: LeaseLost(lost[staged.owners[key].name]) for key in keys if staged.owners[key].name in lost}
+
+        held = 0
+        with CommitGroup(self.store, check, self.pool, background=self.committers) as staged.group:
+            groups.append(staged)
+            while pending and held < GROUP_BYTES:
+                entry = pending.pop(0)
+                job = by_key[entry.key]
+                outcome = self._dump_one(conn, job, entry, leases, in_flight, staged.group)
+                if not isinstance(outcome, dict):
+                    results.append((job, outcome))
+                    continue
+                staged.units[outcome["key"]] = (entry, outcome)
+                staged.owners[outcome["key"]] = entry
+                try:
+                    held += outcome["bytes"] + self._stage_description(staged, job, entry, outcome, leases)
+                except LeaseLost as exc:  # the group's check refuses its part too
+                    results.append((job, exc))
+        return results
+
+    def _stage_description(
+        self, staged: Staged, job: Job, entry: Claimed, outcome: dict[str, Any], leases: UnitBatch
+    ) -> int:
+        """The table's ``schema.sql`` and ``manifest.json``, into the group after its part; their size.
+
+        The table has this one unit, so its manifest is known now: committed
+        with the part, after the same check, it saves the finishing a round
+        trip and a round of fsyncs.  ``_SUCCESS`` still comes only once the
+        unit is marked done and the dataset lease checked again.
+        """
+        document = self.units.manifest_of(job.plan, [outcome])
+        writes = self.units.final_writes(job.plan, document)[:2]
+        for key, data in writes:
+            with staged.group.upload(key, lambda: leases.raise_if_lost(entry), overwrite=True) as upload:
+                upload.write(data)
+            staged.owners[key] = entry
+        staged.documents[entry.key] = (document, [key for key, _ in writes])
+        return sum(len(data) for _, data in writes)
+
     def _dump_one(
-        self, conn: pymysql.Connection, job: Job, entry: Claimed, leases: UnitBatch, in_flight: dict[UnitKey, StopScope]
+        self,
+        conn: pymysql.Connection,
+        job: Job,
+        entry: Claimed,
+        leases: UnitBatch,
+        in_flight: dict[UnitKey, StopScope],
+        group: CommitGroup,
     ) -> object:
         """The unit's manifest entry, or what became of it ("skipped", ``SINGLE``, an error)."""
         part = job.plan.keys.part(job.unit.index, self.units.config.compression)
@@ -203,9 +385,11 @@ class BatchDumper:
             try:
                 self.units.pacer.before_unit(scope)
                 with self.snapshot.unit(conn, scope):
+                    # Its part waits in the group, whose one check of all the leases comes before any commit.
                     return self.units.dump(
                         conn, job.plan, job.unit, self.snapshot.position_of(conn),
-                        cancel=scope, checks=(lambda: leases.check(entry),), overwrite=overwrite,
+                        cancel=scope, checks=(lambda: leases.raise_if_lost(entry),), overwrite=overwrite,
+                        uploads=group,
                     )
             except Cancelled as exc:
                 lost = leases.lost(entry)
@@ -225,18 +409,18 @@ class BatchDumper:
             finally:
                 in_flight.pop(entry.key, None)
 
-    def _finish(self, leases: UnitBatch, done: list[tuple[Job, Claimed, dict[str, Any]]]) -> list[tuple[Job, object]]:
-        """schema.sql, manifest.json and _SUCCESS of every table of the batch, each step after one check of all."""
-        if not done:
+    def _finish(self, leases: UnitBatch, ready: list[tuple[Job, Claimed, dict[str, Any]]]) -> list[tuple[Job, object]]:
+        """``_SUCCESS`` of every table of the batch whose part, ``schema.sql`` and ``manifest.json`` are in place."""
+        if not ready:
             return []
-        by_keys: dict[DatasetKeys, tuple[Job, Claimed]] = {job.plan.keys: (job, entry) for job, entry, _ in done}
+        by_keys: dict[DatasetKeys, tuple[Job, Claimed]] = {job.plan.keys: (job, entry) for job, entry, _ in ready}
 
         def check(plans: list[TablePlan]) -> dict[DatasetKeys, str]:
             lost = leases.check_datasets([by_keys[p.keys][1] for p in plans])
             return {p.keys: lost[(p.info.db, p.info.table)] for p in plans if (p.info.db, p.info.table) in lost}
 
-        failed = self.units.finish_tables([(job.plan, [result]) for job, _, result in done], check)
-        leases.release_datasets(entry for job, entry, _ in done if job.plan.keys not in failed)
+        failed = self.units.declare_complete([(job.plan, document) for job, _, document in ready], check, self.pool)
+        leases.release_datasets(entry for job, entry, _ in ready if job.plan.keys not in failed)
         return [
-            (job, TrackerError(failed[job.plan.keys]) if job.plan.keys in failed else "finished") for job, _, _ in done
+            (job, TrackerError(failed[job.plan.keys]) if job.plan.keys in failed else "finished") for job, _, _ in ready
         ]

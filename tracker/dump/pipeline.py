@@ -18,7 +18,7 @@ from typing import Callable, Protocol, Sequence
 
 from tracker.store.checksum import crc32c
 from tracker.store.compress import compressor
-from tracker.store.sinks import Store
+from tracker.store.sinks import Uploads
 from tracker.dump.sources import Source
 from tracker.dump.unescape import NulUnescaper
 
@@ -117,7 +117,7 @@ def _push(stages: Sequence[Stage], data: Buffer) -> Buffer:
 
 def run_unit(
     source: Source,
-    store: Store,
+    store: Uploads,
     key: str,
     *,
     compression: str,
@@ -128,6 +128,9 @@ def run_unit(
     meter: Callable[[int], None] | None = None,
 ) -> UnitStats:
     """Move one unit; returns its stats only if its object was committed.
+
+    Or, when ``store`` is a :class:`~tracker.store.sinks.CommitGroup`, once
+    the object waits in the group: the group commits it, or not, later.
 
     ``meter`` sees the size of every chunk read from the source, after the
     chunk went through; it may sleep (load control) or count (progress),

@@ -16,7 +16,16 @@ import pymysql
 
 from tracker.db import qualified, quote_ident
 from tracker.dump.chunks import BadPlan, ChunkKey, KeyRange, find_key, split, wanted_ranges
-from tracker.dump.columns import Column, TableInfo, find_table, find_tables, show_create_table, tables_columns
+from tracker.config import MySQLConfig
+from tracker.dump.columns import (
+    Column,
+    TableInfo,
+    find_table,
+    find_tables,
+    show_create_table,
+    show_create_tables,
+    tables_columns,
+)
 from tracker.errors import TrackerError
 from tracker.dump.outfile import SESSION_SETTINGS
 from tracker.store import layout
@@ -255,6 +264,7 @@ def plan_tables(
     date: dt.date,
     chunk_mb: int,
     board: PlanStore | None = None,
+    mysql: MySQLConfig | None = None,
 ) -> BatchPlanning:
     """Plans of many tables in a few statements; the ones that need a key walk are ``left``.
 
@@ -264,6 +274,8 @@ def plan_tables(
     statement, and every host then dumps whatever plan the master holds
     (the first host's, even if another host's estimates would chunk it).
     A table another host plans under a lease right now is ``left``.
+    ``mysql`` (the config ``conn`` was opened with) lets the tables' DDL
+    come many per round trip, over a connection of its own.
     """
     found = find_tables(conn, tables)
     result = BatchPlanning({}, {}, [])
@@ -279,6 +291,7 @@ def plan_tables(
     documents = {name: plan_document(conn, info, chunk_mb) for name, info in infos.items()}
     stored = board.store_plans(date, documents) if board is not None else dict(documents)
     columns = tables_columns(conn, list(infos.values()))
+    schemas = _schemas(mysql or conn, [name for name in infos if stored.get(name) is not None])
     for name, info in infos.items():
         document = stored.get(name)
         if document is None:
@@ -286,16 +299,31 @@ def plan_tables(
             continue
         try:
             units = _checked_units(conn, info, document, board is not None)
-            result.plans[name] = TablePlan(
-                info=info,
-                keys=layout.DatasetKeys(namespace, *name, date),
-                columns=columns[name],
-                schema=show_create_table(conn, *name),
-                units=units,
-            )
         except (TrackerError, pymysql.MySQLError) as exc:
             result.failed[name] = exc
+            continue
+        schema = schemas[name]
+        if isinstance(schema, Exception):
+            result.failed[name] = schema
+            continue
+        result.plans[name] = TablePlan(
+            info=info,
+            keys=layout.DatasetKeys(namespace, *name, date),
+            columns=columns[name],
+            schema=schema,
+            units=units,
+        )
     return result
+
+
+def _schemas(
+    source: MySQLConfig | pymysql.Connection, names: list[tuple[str, str]]
+) -> dict[tuple[str, str], str | Exception]:
+    """Each table's DDL, or why it could not be had: a server out of reach fails every table, as one by one."""
+    try:
+        return dict(show_create_tables(source, names))
+    except (TrackerError, pymysql.MySQLError) as exc:
+        return {name: exc for name in names}
 
 
 def _checked_units(conn: pymysql.Connection, info: TableInfo, document: dict[str, Any], shared: bool) -> list[Unit]:

@@ -83,6 +83,18 @@ def kill_orphans(config: Config) -> None:
         log.warning("event=orphans_killed count=%d", len(report.queries))
 
 
+# Where a killed run can have left temporary files on a file tree: the
+# datasets of the run's date and of the week before it, plus the days a
+# file must age before it counts as abandoned.  Searching every date would
+# read the whole history on every run.
+STALE_SEARCH_DAYS = 7
+
+
+def stale_search_dates(date: dt.date, stale_hours: int) -> list[str]:
+    days = STALE_SEARCH_DAYS + -(-stale_hours // 24)
+    return [(date - dt.timedelta(days=back)).isoformat() for back in range(days + 1)]
+
+
 class Runner:
     def __init__(self, config: Config, cancel: threading.Event, store: Store | None = None) -> None:
         self.config = config
@@ -129,7 +141,11 @@ class Runner:
             claims.release_leftovers()
             claims.purge()
             datasets.purge()
-            stale = self.store.clean_stale(f"{self.config.namespace}/", dt.timedelta(hours=self.config.stale_upload_hours))
+            stale = self.store.clean_stale(
+                f"{self.config.namespace}/",
+                dt.timedelta(hours=self.config.stale_upload_hours),
+                dates=stale_search_dates(date, self.config.stale_upload_hours),
+            )
             if stale:
                 log.warning("event=stale_uploads_cleaned count=%d", stale)
             plans, failed = self._plan(conn, date, board=claims)
@@ -178,7 +194,13 @@ class Runner:
         # Tables that need no key walk: planned, and their plans stored on
         # the master, a few statements for all of them.
         batch = plan_tables(
-            conn, self.config.namespace, pending, date, self.config.chunk_mb, PlanBatch(board) if board is not None else None
+            conn,
+            self.config.namespace,
+            pending,
+            date,
+            self.config.chunk_mb,
+            PlanBatch(board) if board is not None else None,
+            mysql=self.config.mysql,
         )
         plans: dict[tuple[str, str], TablePlan] = dict(batch.plans)
         failed: list[str] = []
@@ -251,7 +273,10 @@ class Runner:
         def work_or_batch(conn: pymysql.Connection, item: Job | Batch) -> object:
             return batches.dump(conn, item) if isinstance(item, Batch) else work(conn, item)
 
-        grouped = run_parallel(snapshot.connections, group(jobs), work_or_batch, self.cancel, retries=self.config.retries)
+        try:
+            grouped = run_parallel(snapshot.connections, group(jobs), work_or_batch, self.cancel, retries=self.config.retries)
+        finally:
+            batches.close()
         outcomes = self._flatten(grouped)
         # Units a batch left alone because a lease expired: the one-by-one path takes them over.
         single = [o.job for o in outcomes if o.result == SINGLE]
@@ -290,7 +315,7 @@ class Runner:
             elif outcome.error is not None:
                 flat += [Outcome(job, None, outcome.error, outcome.attempts) for job in outcome.job.jobs]
             else:
-                for job, result in outcome.result:  # type: ignore[attr-defined]
+                for job, result in outcome.result.resolve():  # type: ignore[attr-defined]
                     if isinstance(result, BaseException):
                         flat.append(Outcome(job, None, result, outcome.attempts))
                     else:

@@ -77,7 +77,7 @@ class Source(Protocol):
 class _QuerySource:
     """Shared life cycle: start the query, report its result, always clean up."""
 
-    def __init__(self, query: RunningQuery, path: Path, cancel: threading.Event, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(self, query: RunningQuery, path: str | Path, cancel: threading.Event, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.query = query
         self.path = path
         self.cancel = cancel
@@ -102,7 +102,7 @@ class _QuerySource:
 
     def _remove_path(self) -> None:
         try:
-            self.path.unlink()
+            os.unlink(self.path)
         except FileNotFoundError:
             pass
         except OSError as exc:

@@ -15,8 +15,7 @@ import logging
 import os
 import secrets
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from concurrent.futures import Executor
 from typing import Any, Callable, Iterator, Sequence
 
 import pymysql
@@ -33,12 +32,9 @@ from tracker.dump.sources import FifoSource, FollowSource, Source
 from tracker.errors import Cancelled, ConfigError, TrackerError
 from tracker.replicaset.snapshot import Position
 from tracker.store import layout, manifest
-from tracker.store.sinks import Store
+from tracker.store.sinks import Store, Uploads
 
 log = logging.getLogger(__name__)
-
-FINISH_THREADS = 8  # writes in flight while finishing a batch of tables
-
 
 def check_outfile_dir(config: Config, server: ServerInfo) -> None:
     """outfile_dir must be where the server is allowed to write."""
@@ -89,21 +85,29 @@ class UnitDumper:
         cancel: threading.Event | None = None,
         checks: Sequence[Callable[[], None]] = (),
         overwrite: bool = False,
+        uploads: Uploads | None = None,
     ) -> dict[str, Any]:
-        """Dump one unit on ``conn`` (a snapshot connection); its manifest entry."""
+        """Dump one unit on ``conn`` (a snapshot connection); its manifest entry.
+
+        ``uploads``: where its object goes, the store unless a commit group.
+        """
         cancel = cancel or self.cancel
         if cancel.is_set():
             raise Cancelled("stopped by request")
         key = plan.keys.part(unit.index, self.config.compression)
         path = self._outfile_path()
         statement = select_statement(
-            unit.label, select_list(plan.columns), unit.from_clause(), conn.escape(str(path)), unit.where()
+            unit.label, select_list(plan.columns), unit.from_clause(), conn.escape(path), unit.where()
         )
         query = DumpQuery(conn, statement, self._kill_query)
-        log.info("event=unit_start unit=%s source=%s", unit.label, self.source_kind)
+        # A unit in a commit group is one of a batch of small ones, over in
+        # a millisecond: its start is news only when debugging (-vv), and
+        # its unit_done line names it.
+        level = logging.DEBUG if uploads is not None else logging.INFO
+        log.log(level, "event=unit_start unit=%s source=%s", unit.label, self.source_kind)
         stats = run_unit(
             self._source(query, path, cancel),
-            self.store,
+            uploads or self.store,
             key,
             compression=self.config.compression,
             overwrite=overwrite,
@@ -149,14 +153,14 @@ class UnitDumper:
             finally:
                 self.pacer, self.progress = Pacer.none(), None
 
-    def _source(self, query: DumpQuery, path: Path, cancel: threading.Event) -> Source:
+    def _source(self, query: DumpQuery, path: str, cancel: threading.Event) -> Source:
         if self.source_kind == "fifo":
             return FifoSource(query, path, cancel)
         return FollowSource(query, path, cancel)
 
-    def _outfile_path(self) -> Path:
+    def _outfile_path(self) -> str:
         name = f"tracker-{os.getpid()}-{next(self._seq)}-{secrets.token_hex(4)}.tsv"
-        return self.config.outfile_dir / name
+        return os.path.join(self.config.outfile_dir, name)
 
     def _kill_query(self, connection_id: int) -> None:
         conn = connect(self.config.mysql)
@@ -175,51 +179,37 @@ class UnitDumper:
         writes: a writer that lost the dataset must not describe, or declare
         complete, parts another writer may have replaced.
         """
-        document = self._manifest(plan, units)
-        for key, data in self._final_writes(plan, document):
+        document = self.manifest_of(plan, units)
+        for key, data in self.final_writes(plan, document):
             check()
             self.store.put(key, data)
         self._log_done(plan, document)
         return document
 
-    def finish_tables(
+    def declare_complete(
         self,
-        items: Sequence[tuple[TablePlan, list[dict[str, Any]]]],
+        items: Sequence[tuple[TablePlan, dict[str, Any]]],
         check: Callable[[list[TablePlan]], dict[layout.DatasetKeys, str]],
+        pool: Executor,
     ) -> dict[layout.DatasetKeys, str]:
-        """Finish many datasets at once; the ones that could not be finished, and why.
+        """``_SUCCESS`` of datasets whose ``schema.sql`` and ``manifest.json`` (``items``' documents) are in place.
 
-        The same three writes as :meth:`finish_table`, each for every table
-        before the next: ``check(plans)`` (one statement for all their
-        dataset leases; it returns the lost ones) runs right before every
-        ``schema.sql``, again before every ``manifest.json``, and again
-        before every ``_SUCCESS``.  A table whose lease is lost or whose
-        write fails gets nothing more written.
+        One ``check(plans)`` (one statement for all their dataset leases; it
+        returns the lost ones) comes first; the ``_SUCCESS`` objects then go
+        out together (``Store.put_many``: PUTs at once on ``pool``, files
+        made durable as a group).  Returns the datasets not declared, and why.
         """
-        documents = {plan.keys: self._manifest(plan, units) for plan, units in items}
-        failed: dict[layout.DatasetKeys, str] = {}
-        alive = [plan for plan, _ in items]
-        # The writes of one step go out together: an fsync (file://) or a
-        # PUT (S3) costs milliseconds of waiting, and waits overlap.
-        with ThreadPoolExecutor(max_workers=max(1, min(FINISH_THREADS, len(items))), thread_name_prefix="finish") as pool:
-            for step in range(3):
-                failed.update(check(alive))
-                alive = [plan for plan in alive if plan.keys not in failed]
-                writes = {
-                    plan.keys: pool.submit(self.store.put, *self._final_writes(plan, documents[plan.keys])[step])
-                    for plan in alive
-                }
-                for keys, write in writes.items():
-                    try:
-                        write.result()
-                    except TrackerError as exc:
-                        failed[keys] = str(exc)
-                alive = [plan for plan in alive if plan.keys not in failed]
-        for plan in alive:
-            self._log_done(plan, documents[plan.keys])
+        failed = dict(check([plan for plan, _ in items]))
+        alive = [(plan, document) for plan, document in items if plan.keys not in failed]
+        errors = self.store.put_many([(plan.keys.success, b"") for plan, _ in alive], pool)
+        for plan, document in alive:
+            if plan.keys.success in errors:
+                failed[plan.keys] = str(errors[plan.keys.success])
+            else:
+                self._log_done(plan, document)
         return failed
 
-    def _manifest(self, plan: TablePlan, units: list[dict[str, Any]]) -> dict[str, Any]:
+    def manifest_of(self, plan: TablePlan, units: list[dict[str, Any]]) -> dict[str, Any]:
         return manifest.build(
             namespace=self.config.namespace,
             db=plan.info.db,
@@ -233,7 +223,7 @@ class UnitDumper:
         )
 
     @staticmethod
-    def _final_writes(plan: TablePlan, document: dict[str, Any]) -> list[tuple[str, bytes]]:
+    def final_writes(plan: TablePlan, document: dict[str, Any]) -> list[tuple[str, bytes]]:
         """``schema.sql``, ``manifest.json`` and, last, ``_SUCCESS``: the order is the contract."""
         return [
             (plan.keys.schema, plan.schema.encode() + b"\n"),

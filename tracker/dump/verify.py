@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tracker.store import layout
 from tracker.replicaset.claims import ClaimStore, Owner
@@ -20,10 +21,10 @@ from tracker.config import Config
 from tracker.db import connect, server_info
 from tracker.replicaset.datasets import DatasetLeases, lock_master
 from tracker.replicaset.replica import read_status
-
-from tracker.store.audit import Problem, audit_dataset
 from tracker.store.sinks import open_store
-from tracker.warehouse.audit import audit_warehouse
+
+if TYPE_CHECKING:
+    from tracker.store.audit import Problem
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ def verify(config: Config, date: dt.date) -> tuple[int, list[Gap]]:
 
 def verify_deep(config: Config, date: dt.date) -> tuple[int, list[Gap], list[Problem]]:
     """:func:`verify`, plus every bad object of the complete datasets (and of their Parquet copies)."""
+    # Imported here: the decoder behind them is start-up cost that plain
+    # verify and locks (cron, every replica) do not need.
+    from tracker.store.audit import audit_dataset
+    from tracker.warehouse.audit import audit_warehouse
+
     checked, gaps, complete = _survey(config, date)
     store = open_store(config.destination, config.s3)
     problems: list[Problem] = []

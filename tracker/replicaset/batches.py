@@ -16,13 +16,14 @@ many rows instead of one:
   dump holds), and one ``SELECT`` reads back which claims carry this
   batch's token.  A claim whose lease expired, or a dataset to take over,
   is left to the one-by-one path of ``claims.py``/``datasets.py``;
-* right before a unit's part is committed one ``UPDATE`` extends both its
-  claim and its dataset row, and must match exactly those two rows;
-* the finished units are marked done in one ``UPDATE``, and before each of
-  the three finishing writes (every ``schema.sql``, then every
-  ``manifest.json``, then every ``_SUCCESS`` of the batch) one ``UPDATE``
-  checks every dataset row of the batch; a table whose row did not match
-  fails alone and nothing more of it is written.
+* right before a group of parts (each with its table's ``schema.sql`` and
+  ``manifest.json``) is committed, one ``UPDATE`` extends every claim of
+  the group and its dataset row together, and must match exactly those
+  rows; a unit whose rows did not match is not committed;
+* the committed units are marked done in one ``UPDATE``, and before every
+  ``_SUCCESS`` of the batch one ``UPDATE`` checks every dataset row of the
+  batch; a table whose row did not match fails alone and nothing more of
+  it is written.
 """
 
 from __future__ import annotations
@@ -236,6 +237,46 @@ class UnitBatch:
         if matched != 2:
             self._lose(entry.name, f"the claim on {k.db}.{k.table}/part-{k.unit:05d} or its dataset lease expired or was taken over")
             raise LeaseLost(self._lost[entry.name])
+
+    def check_parts(self, entries: Sequence[Claimed]) -> dict[Name, str]:
+        """Right before committing the parts of ``entries`` together: :meth:`check` for all, in one statement.
+
+        Each claim and its dataset row are extended together (a joined
+        ``UPDATE`` changes both rows of a table or neither), so all are ours
+        exactly when twice as many rows matched as tables were checked; if
+        not, one ``SELECT`` tells which.  Returns the tables lost, and why.
+        """
+        alive = [e for e in entries if e.name not in self._lost]
+        if alive:
+            claims = [a for e in alive for a in (*e.dataset_args, e.key.unit)]
+            rows = [a for e in alive for a in (*e.dataset_args, e.dataset_token)]
+            where = (
+                f" WHERE (c.namespace, c.db, c.tbl, c.ds, c.unit) IN ({_rows(5, len(alive))})"
+                " AND c.token = %s AND c.state = 'active' AND c.expires_at >= NOW(6)"
+                f" AND (d.namespace, d.db, d.tbl, d.ds, d.token) IN ({_rows(5, len(alive))}) AND d.expires_at >= NOW(6)"
+            )
+            joined = (
+                f"{self.store.table} c JOIN {self.datasets.table} d"
+                " ON d.namespace = c.namespace AND d.db = c.db AND d.tbl = c.tbl AND d.ds = c.ds"
+            )
+            args = (*claims, self.token, *rows)
+            matched, _ = self.store.execute(
+                f"UPDATE {joined} SET c.expires_at = {self._expiry}, d.expires_at = {self._expiry}{where}", args
+            )
+            if matched != 2 * len(alive):
+                _, found = self.store.execute(f"SELECT c.db, c.tbl FROM {joined}{where}", args)
+                held = {(str(db), str(table)) for db, table in found}
+                for e in alive:
+                    if e.name not in held:
+                        k = e.key
+                        self._lose(e.name, f"the claim on {k.db}.{k.table}/part-{k.unit:05d} or its dataset lease expired or was taken over")
+        return {e.name: self._lost[e.name] for e in entries if e.name in self._lost}
+
+    def raise_if_lost(self, entry: Claimed) -> None:
+        """What a unit can know without the master: ``LeaseLost`` once the keep-alive lost its claim."""
+        lost = self._lost.get(entry.name)
+        if lost is not None:
+            raise LeaseLost(lost)
 
     def lost(self, entry: Claimed) -> str | None:
         """Why ``entry``'s claim or dataset row stopped being ours, once it did."""

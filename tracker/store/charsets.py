@@ -22,8 +22,7 @@ import re
 from array import array
 from functools import lru_cache
 from sys import byteorder
-
-from tracker.store import _charmaps
+from types import ModuleType
 
 # Unicode charsets: the Python codec, and the largest code point the charset holds.
 _UNICODE: dict[str, tuple[str, int]] = {
@@ -37,12 +36,25 @@ _UNICODE: dict[str, tuple[str, int]] = {
 _NO_TEXT = (None, "binary")
 
 
+@lru_cache(maxsize=None)
+def _maps() -> ModuleType:
+    """``_charmaps``, imported on first use of a charset that is not Unicode.
+
+    Its tables take ~25 ms to compile when no bytecode is cached, and most
+    importers (``tracker cat`` of raw text, ``verify --deep``, UTF-8 columns)
+    never look at them.
+    """
+    from tracker.store import _charmaps
+
+    return _charmaps
+
+
 def is_text(charset: str | None) -> bool:
     """True when values in ``charset`` are text that ``decode`` understands."""
     if charset in _NO_TEXT:
         return False
     name = str(charset).lower()
-    return name in _UNICODE or name == "ucs2" or name in _charmaps.SINGLE_BYTE or name in _charmaps.MULTIBYTE
+    return name in _UNICODE or name == "ucs2" or name in _maps().SINGLE_BYTE or name in _maps().MULTIBYTE
 
 
 def python_codec(charset: str) -> str | None:
@@ -56,10 +68,11 @@ def python_codec(charset: str) -> str | None:
     name = charset.lower()
     if name in _UNICODE:
         return _UNICODE[name][0]
-    if name in _charmaps.SINGLE_BYTE_CODECS:
-        return _charmaps.SINGLE_BYTE_CODECS[name]
-    if name in _charmaps.MULTIBYTE:
-        codec, differences = _charmaps.MULTIBYTE[name]
+    maps = _maps()
+    if name in maps.SINGLE_BYTE_CODECS:
+        return maps.SINGLE_BYTE_CODECS[name]
+    if name in maps.MULTIBYTE:
+        codec, differences = maps.MULTIBYTE[name]
         return None if differences else codec
     return None
 
@@ -82,10 +95,11 @@ def decode(value: bytes, charset: str | None) -> str:
         return text
     if name == "ucs2":
         return _decode_ucs2(value)
-    table = _charmaps.SINGLE_BYTE.get(name)
+    maps = _maps()
+    table = maps.SINGLE_BYTE.get(name)
     if table is not None:
         return codecs.charmap_decode(value, "strict", table)[0]
-    if name in _charmaps.MULTIBYTE:
+    if name in maps.MULTIBYTE:
         return _decode_multibyte(value, name)
     raise ValueError(f"unknown charset {charset!r}")
 
@@ -110,7 +124,7 @@ def _multibyte_codec(name: str) -> tuple[re.Pattern[bytes], dict[bytes, str], bo
     Built from the Python codec the generator found closest, corrected by the
     recorded differences.  Also says whether plain ASCII maps to itself.
     """
-    codec, differences = _charmaps.MULTIBYTE[name]
+    codec, differences = _maps().MULTIBYTE[name]
     three_lead = 0x8F if name in ("ujis", "eucjpms") else None
     table: dict[bytes, str] = {}
     singles = [bytes([b]) for b in range(256)]

@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import boto3
 import botocore.config
@@ -279,7 +279,8 @@ class S3Store(Store):
             raise _s3_error("list", self.url(prefix), exc) from None
         return keys
 
-    def clean_stale(self, prefix: str, older_than: dt.timedelta) -> int:
+    def clean_stale(self, prefix: str, older_than: dt.timedelta, dates: Sequence[str] | None = None) -> int:
+        # One listing of the open uploads under the prefix, whatever its history: ``dates`` is not needed.
         cutoff = dt.datetime.now(dt.timezone.utc) - older_than
         aborted = 0
         try:

@@ -11,22 +11,27 @@ opens a multipart upload (or a temporary file) on enter and, on exit:
 
 ``precommit`` is a required constructor argument and the commit runs only
 inside ``__exit__``: there is no public ``commit`` to call around it.
+
+Many small objects can commit as one :class:`CommitGroup`: each member
+still runs its own precommit on leaving its ``with`` block, then waits for
+the group, which commits the members only on its own clean exit, after one
+shared check (one round trip to the master for all their leases).
+
+The stores themselves: ``files`` (file://) and ``s3``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import logging
-import os
 import re
-import secrets
-import time
-from pathlib import Path
-from typing import Callable, Iterator
+import threading
+from concurrent.futures import Executor, Future
+from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 from tracker.config import Destination, S3Config
-from tracker.errors import UploadFailed
+from tracker.errors import TrackerError
+from tracker.store.layout import SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ class Upload:
         self.key = key
         self._precommit = precommit
         self.overwrite = overwrite
+        self._group: CommitGroup | None = None  # set by CommitGroup.upload: commit with the group
 
     def __enter__(self) -> "Upload":
         self._open()
@@ -51,7 +57,10 @@ class Upload:
         if exc_type is None:
             try:
                 self._precommit()
-                self._commit()
+                if self._group is not None:
+                    self._group._hold(self)  # committed by the group, after its check
+                else:
+                    self._commit()
             except BaseException:
                 self._abort_quietly()
                 raise
@@ -92,6 +101,39 @@ class Store:
     def put(self, key: str, data: bytes) -> None:
         raise NotImplementedError
 
+    def put_many(self, items: Sequence[tuple[str, bytes]], pool: Executor | None = None) -> dict[str, TrackerError]:
+        """Small objects, each atomically; all in place and durable on return, except the ones returned, with why.
+
+        No order among them is kept (on S3 they go up at once on ``pool``):
+        what must be in place before another object appears is put first,
+        in a call of its own.
+        """
+        def put(key: str, data: bytes) -> TrackerError | None:
+            try:
+                self.put(key, data)
+            except TrackerError as exc:
+                return exc
+            return None
+
+        if pool is None or len(items) < 2:
+            outcomes = [(key, put(key, data)) for key, data in items]
+        else:
+            futures = [(key, pool.submit(put, key, data)) for key, data in items]
+            outcomes = [(key, future.result()) for key, future in futures]
+        return {key: error for key, error in outcomes if error is not None}
+
+    def commit_together(self, members: Sequence[Upload], pool: Executor | None) -> dict[str, BaseException]:
+        """Commit the waiting members of a :class:`CommitGroup`; the ones that failed (each aborted), with why.
+
+        A PUT is waiting rather than work: the members commit at once on ``pool``.
+        """
+        if pool is None or len(members) < 2:
+            outcomes = [(m, _commit_member(m)) for m in members]
+        else:
+            futures: list[tuple[Upload, Future]] = [(m, pool.submit(_commit_member, m)) for m in members]
+            outcomes = [(m, f.result()) for m, f in futures]
+        return {member.key: error for member, error in outcomes if error is not None}
+
     def get(self, key: str) -> bytes | None:
         raise NotImplementedError
 
@@ -107,187 +149,128 @@ class Store:
     def read_stream(self, key: str) -> Iterator[bytes]:
         raise NotImplementedError
 
-    def clean_stale(self, prefix: str, older_than: dt.timedelta) -> int:
+    def clean_stale(self, prefix: str, older_than: dt.timedelta, dates: Sequence[str] | None = None) -> int:
         """Abort uploads of data objects under ``prefix`` started before ``older_than`` ago.
 
         What a killed tracker leaves: an open multipart upload (invisible, but
-        billed) or a hidden temporary file.
+        billed) or a hidden temporary file.  ``dates`` (``YYYY-MM-DD``), when
+        given, lets a store whose search costs as much as its whole history
+        (a file tree) look only in the datasets of those dates.
         """
         raise NotImplementedError
 
 
-# What tracker uploads: part-NNNNN.tsv[.lz4|.gz] (layout.part_name).
-STALE_CANDIDATE = re.compile(r"(^|/)\.?part-\d{5}\.tsv(\.lz4|\.gz)?(\.tmp-\d+-[0-9a-f]+)?$")
+class Uploads(Protocol):
+    """Where a unit's object is uploaded: a :class:`Store`, or a :class:`CommitGroup` of one."""
+
+    def upload(self, key: str, precommit: Precommit, *, overwrite: bool, size_hint: int = 0) -> Upload: ...
 
 
-# --- file:// -----------------------------------------------------------------
+# Checks every waiting member of a group at once; returns the keys refused, each with its error.
+GroupCheck = Callable[[Sequence[str]], Mapping[str, BaseException]]
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except AttributeError:  # not Linux/glibc: the final fsync does it all
-        return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    fn.restype = ctypes.c_int
-    return fn
+class CommitGroup:
+    """Uploads that pass one shared check, then commit together.
 
+    A member (from :meth:`upload`) runs its own precommit when its ``with``
+    block ends cleanly and then waits here; one that fails aborts alone, as
+    any upload does.  On the group's clean exit ``check`` is called once
+    with the waiting keys; the keys it refuses are aborted and the others
+    committed together (:meth:`Store.commit_together`: PUTs at once on
+    ``pool``, files in phases so that few fsyncs wait).  If the group's
+    body raises, or ``check`` does, every waiting member is aborted and the
+    error propagates.  Afterwards ``committed`` holds the keys in place and
+    ``failed`` the others' errors.
 
-_sync_file_range = _load_sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2
-_SYNC_FILE_RANGE_WAIT_ALL = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER
-WRITEBACK_STEP = 16 << 20
-
-
-class FileUpload(Upload):
-    """Write to a temporary name beside the target; link it into place.
-
-    Writeback is started every 16 MiB as the data comes, so the fsync before
-    the commit waits only for the tail instead of the whole object.
+    With ``background``, a clean exit hands the check and the commits to
+    that executor and returns at once (they wait on the master and on
+    fsyncs, not on the caller): :meth:`wait` waits for them, and only then
+    are ``committed`` and ``failed`` complete.  They still run only after
+    the body ended cleanly, and the commits only after the check.
     """
 
-    def __init__(self, store: "FileStore", key: str, precommit: Precommit, overwrite: bool) -> None:
-        super().__init__(key, precommit, overwrite)
-        self._final = store.path(key)
-        self._tmp = self._final.with_name(f".{self._final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-        self._file = None
-        self._written = 0
-        self._flushed = 0  # writeback started up to here
-        self._waited = 0  # written to disk up to here
-
-    def _open(self) -> None:
-        try:
-            self._final.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self._tmp, "xb", buffering=0)
-        except OSError as exc:
-            raise UploadFailed(f"cannot create {self._tmp}: {exc.strerror}") from None
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        assert self._file is not None
-        try:
-            view = memoryview(data)
-            while view:  # a raw write may be short
-                written = self._file.write(view)
-                self._written += written
-                view = view[written:]
-        except OSError as exc:
-            raise UploadFailed(f"cannot write {self._tmp}: {exc.strerror}") from None
-        if _sync_file_range is not None and self._written - self._flushed >= WRITEBACK_STEP:
-            self._write_back()
-
-    def _write_back(self) -> None:
-        """Start writeback of the new range; wait for the one before it.
-
-        Waiting one step behind keeps at most two steps of dirty pages, so
-        the fsync before the commit has only the tail left to write.
-        """
-        assert self._file is not None and _sync_file_range is not None
-        fd = self._file.fileno()
-        _sync_file_range(fd, self._flushed, self._written - self._flushed, _SYNC_FILE_RANGE_WRITE)
-        if self._waited < self._flushed:
-            _sync_file_range(fd, self._waited, self._flushed - self._waited, _SYNC_FILE_RANGE_WAIT_ALL)
-        self._waited, self._flushed = self._flushed, self._written
-
-    def _commit(self) -> None:
-        assert self._file is not None
-        try:
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
-            if self.overwrite:
-                os.replace(self._tmp, self._final)
-            else:
-                # A hard link never replaces: of two racing writers, one wins.
-                os.link(self._tmp, self._final)
-                os.unlink(self._tmp)
-            _fsync_dir(self._final.parent)
-        except FileExistsError:
-            raise UploadFailed(f"{self._final} already exists; not replaced (use --force)") from None
-        except OSError as exc:
-            raise UploadFailed(f"cannot commit {self._final}: {exc.strerror}") from None
-
-    def _abort(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        try:
-            self._tmp.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class FileStore(Store):
-    def __init__(self, destination: Destination) -> None:
-        self.destination = destination
-        self.root = Path(destination.prefix)
-
-    def path(self, key: str) -> Path:
-        return self.root / key
-
-    def url(self, key: str) -> str:
-        return f"file://{self.path(key)}"
+    def __init__(
+        self, store: "Store", check: GroupCheck, pool: Executor | None = None, background: Executor | None = None
+    ) -> None:
+        self.store = store
+        self._check = check
+        self._pool = pool
+        self._background = background
+        self._settled: Future | None = None
+        self._waiting: list[Upload] = []
+        self._lock = threading.Lock()
+        self.committed: set[str] = set()
+        self.failed: dict[str, BaseException] = {}
 
     def upload(self, key: str, precommit: Precommit, *, overwrite: bool, size_hint: int = 0) -> Upload:
-        return FileUpload(self, key, precommit, overwrite)
+        member = self.store.upload(key, precommit, overwrite=overwrite, size_hint=size_hint)
+        member._group = self
+        return member
 
-    def put(self, key: str, data: bytes) -> None:
-        """Small objects, atomically: temp file then rename."""
-        with self.upload(key, lambda: None, overwrite=True) as upload:
-            upload.write(data)
+    def _hold(self, member: Upload) -> None:
+        with self._lock:
+            self._waiting.append(member)
 
-    def get(self, key: str) -> bytes | None:
+    def __enter__(self) -> "CommitGroup":
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        if exc_type is not None:
+            _abort_all(waiting)
+            return False  # re-raise the original error
+        if self._background is None:
+            self._check_and_commit(waiting)
+        else:
+            self._settled = self._background.submit(self._check_and_commit, waiting)
+        return False
+
+    def wait(self) -> None:
+        """Until the check and the commits ran, when they run in the background; raises what ``check`` raised."""
+        if self._settled is not None:
+            self._settled.result()
+
+    def _check_and_commit(self, waiting: list[Upload]) -> None:
         try:
-            return self.path(key).read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise UploadFailed(f"cannot read {self.path(key)}: {exc.strerror}") from None
+            refused = self._check([m.key for m in waiting]) if waiting else {}
+        except BaseException:
+            _abort_all(waiting)
+            raise
+        passed = []
+        for member in waiting:
+            if member.key in refused:
+                member._abort_quietly()
+                self.failed[member.key] = refused[member.key]
+            else:
+                passed.append(member)
+        self._commit_all(passed)
 
-    def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
+    def _commit_all(self, members: list[Upload]) -> None:
+        failed = self.store.commit_together(members, self._pool)
+        self.failed.update(failed)
+        self.committed.update(m.key for m in members if m.key not in failed)
 
-    def delete(self, key: str) -> None:
-        try:
-            self.path(key).unlink()
-        except FileNotFoundError:
-            pass
 
-    def list(self, prefix: str) -> list[str]:
-        base = self.path(prefix)
-        if not base.is_dir():
-            return []
-        return sorted(
-            str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
+def _commit_member(member: Upload) -> BaseException | None:
+    """Commit one waiting member; its error (it is then aborted), or None."""
+    try:
+        member._commit()
+    except Exception as exc:
+        member._abort_quietly()
+        return exc
+    return None
 
-    def clean_stale(self, prefix: str, older_than: dt.timedelta) -> int:
-        base = self.path(prefix)
-        if not base.is_dir():
-            return 0
-        cutoff = time.time() - older_than.total_seconds()
-        removed = 0
-        for path in base.rglob(".part-*.tmp-*"):
-            if STALE_CANDIDATE.search(path.name) and path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-                removed += 1
-                log.info("event=stale_temp_removed path=%s", path)
-        return removed
 
-    def read_stream(self, key: str) -> Iterator[bytes]:
-        try:
-            with open(self.path(key), "rb") as f:
-                while chunk := f.read(READ_CHUNK):
-                    yield chunk
-        except OSError as exc:
-            raise UploadFailed(f"cannot read {self.path(key)}: {exc.strerror}") from None
+def _abort_all(members: list[Upload]) -> None:
+    for member in members:
+        member._abort_quietly()
+
+
+# What tracker uploads: part-NNNNN.tsv plus a compression's suffix (layout.part_name).
+_PART_SUFFIXES = "|".join(re.escape(s.removeprefix(".tsv")) for s in SUFFIXES.values() if s != ".tsv")
+STALE_CANDIDATE = re.compile(rf"(^|/)\.?part-\d{{5}}\.tsv({_PART_SUFFIXES})?(\.tmp-\d+-[0-9a-f]+)?$")
 
 
 def open_store(destination: Destination, s3: S3Config) -> Store:
@@ -297,4 +280,6 @@ def open_store(destination: Destination, s3: S3Config) -> Store:
         from tracker.store.s3 import S3Store
 
         return S3Store(destination, s3)
+    from tracker.store.files import FileStore
+
     return FileStore(destination)

@@ -30,7 +30,8 @@ import pyarrow as pa
 from tracker import __version__
 from tracker.errors import Cancelled, TrackerError, UploadFailed
 from tracker.store import layout
-from tracker.store.sinks import FileStore, Store
+from tracker.store.files import FileStore
+from tracker.store.sinks import Store
 from tracker.warehouse import lease as lease_mod
 from tracker.warehouse.decode import DecodeReport, read_part
 from tracker.warehouse.jobs import (  # noqa: F401  (the API engines import from here)

@@ -16,7 +16,8 @@ from typing import Callable, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tracker.store.sinks import FileStore, Store, Upload
+from tracker.store.files import FileStore
+from tracker.store.sinks import Store, Upload
 
 ROW_GROUP_BYTES = 128 << 20
 COMPRESSION = "zstd"

@@ -20,7 +20,8 @@ from urllib.parse import unquote
 
 from tracker.config import Config, LogicalTable
 from tracker.store import layout
-from tracker.store.sinks import FileStore, Store
+from tracker.store.files import FileStore
+from tracker.store.sinks import Store
 
 log = logging.getLogger(__name__)
 
