@@ -19,7 +19,8 @@ import pytest
 from sandbox.mariadb import free_port
 from tracker.config import MySQLConfig
 from tracker.db import connect, qualified, query_all, quote_ident
-from tracker.dump.columns import find_tables, show_create_table, show_create_tables
+from tracker.dump.columns import find_tables
+from tracker.dump.create_table import show_create_table, show_create_tables
 from tracker.dump.plan import plan_tables
 from tracker.errors import DumpFailed
 

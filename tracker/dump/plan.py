@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -17,15 +18,8 @@ import pymysql
 from tracker.db import qualified, quote_ident
 from tracker.dump.chunks import BadPlan, ChunkKey, KeyRange, find_key, split, wanted_ranges
 from tracker.config import MySQLConfig
-from tracker.dump.columns import (
-    Column,
-    TableInfo,
-    find_table,
-    find_tables,
-    show_create_table,
-    show_create_tables,
-    tables_columns,
-)
+from tracker.dump.columns import Column, TableInfo, find_table, find_tables, tables_columns
+from tracker.dump.create_table import show_create_table, show_create_tables
 from tracker.errors import TrackerError
 from tracker.dump.outfile import SESSION_SETTINGS
 from tracker.store import layout
@@ -289,9 +283,18 @@ def plan_tables(
         else:
             infos[name] = info
     documents = {name: plan_document(conn, info, chunk_mb) for name, info in infos.items()}
-    stored = board.store_plans(date, documents) if board is not None else dict(documents)
-    columns = tables_columns(conn, list(infos.values()))
-    schemas = _schemas(mysql or conn, [name for name in infos if stored.get(name) is not None])
+    # Three reads of a few round trips each, independent of each other: the
+    # plans on the master, the DDL over a connection of its own, the columns
+    # on ``conn`` -- at once rather than one after the other.
+    with ThreadPoolExecutor(2, thread_name_prefix="plan") as pool:
+        stored_later = pool.submit(board.store_plans, date, documents) if board is not None else None
+        schemas_later = pool.submit(_schemas, mysql, list(infos)) if mysql is not None else None
+        columns = tables_columns(conn, list(infos.values()))
+        stored = stored_later.result() if stored_later is not None else dict(documents)
+        if schemas_later is not None:
+            schemas = schemas_later.result()
+        else:
+            schemas = _schemas(conn, [name for name in infos if stored.get(name) is not None])
     for name, info in infos.items():
         document = stored.get(name)
         if document is None:

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import pymysql
 
-from tracker.replicaset.batches import PlanBatch
+from tracker.replicaset.plans import PlanBatch
 from tracker.replicaset.claims import ClaimStore, Lease, Owner, UnitKey
 from tracker.replicaset.datasets import DatasetLease, DatasetLeases
 from tracker.dump.batched import SINGLE, Batch, BatchDumper, Job, group

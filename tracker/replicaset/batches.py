@@ -6,8 +6,8 @@ done, three checks, release) cost more than dumping them.  Nothing here
 weakens a rule of ``claims.py`` or ``datasets.py``; each statement covers
 many rows instead of one:
 
-* plans that need no key walk are offered in one ``INSERT IGNORE`` and read
-  back in one ``SELECT``: every host dumps the plan the master holds;
+* plans that need no key walk are offered and read back many at once
+  (``tracker/replicaset/plans.py``): every host dumps the plan the master holds;
 * a batch of one-unit tables is claimed in four statements: the run's
   dataset rows are inserted (``INSERT IGNORE``), every live ``run`` row of
   the batch is joined (one ``UPDATE``), a claim is inserted for each table
@@ -28,7 +28,6 @@ many rows instead of one:
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import secrets
@@ -42,7 +41,6 @@ from tracker.replicaset.datasets import DatasetLeases, Holder
 
 log = logging.getLogger(__name__)
 
-PLANS_PER_STATEMENT = 200
 Name = tuple[str, str]
 
 
@@ -50,40 +48,6 @@ def _rows(width: int, count: int) -> str:
     """``(%s, %s), (%s, %s)``: ``count`` row constructors of ``width`` placeholders."""
     row = "(" + ", ".join(["%s"] * width) + ")"
     return ", ".join([row] * count)
-
-
-class PlanBatch:
-    """Plans that need no planning lease, stored and read back many at once."""
-
-    def __init__(self, store: ClaimStore) -> None:
-        self.store = store
-
-    def store_plans(self, date: dt.date, documents: dict[Name, dict[str, Any]]) -> dict[Name, dict[str, Any] | None]:
-        """The plan the master holds for each table: ours if none was there; None while another host plans it."""
-        stored: dict[Name, dict[str, Any] | None] = {}
-        items = list(documents.items())
-        ns, host, token = self.store.namespace, self.store.owner.host, secrets.token_hex(16)
-        for start in range(0, len(items), PLANS_PER_STATEMENT):
-            chunk = items[start : start + PLANS_PER_STATEMENT]
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, NOW(6), %s)"] * len(chunk))
-            args: list[Any] = []
-            for (db, table), document in chunk:
-                args += [ns, db, table, date, host, token, json.dumps(document)]
-            self.store.execute(
-                f"INSERT IGNORE INTO {self.store.plans} (namespace, db, tbl, ds, host, token, expires_at, plan)"
-                f" VALUES {values}",
-                tuple(args),
-            )
-            keys = [a for (db, table), _ in chunk for a in (ns, db, table, date)]
-            _, rows = self.store.execute(
-                f"SELECT db, tbl, plan FROM {self.store.plans} WHERE (namespace, db, tbl, ds) IN ({_rows(4, len(chunk))})",
-                tuple(keys),
-            )
-            found = {(str(db), str(table)): plan for db, table, plan in rows}
-            for name, _ in chunk:
-                plan = found.get(name)
-                stored[name] = json.loads(plan) if plan else None
-        return stored
 
 
 @dataclass
