@@ -45,6 +45,8 @@ PUNCH_STEP = 4 << 20
 # slow query still streams.
 PARTIAL_AFTER_SECS = 0.05
 POLL_SECS = 0.005
+# A file the query has finished, this small, is read in one go rather than mapped.
+SMALL_FILE = 256 << 10
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -142,9 +144,10 @@ class FollowSource(_QuerySource):
     def __exit__(self, *exc: object) -> None:
         # Stop the server first so it cannot recreate or extend the file.
         self.query.stop()
-        if self._fd is not None:
+        if self._fd is not None:  # opened, and so already unlinked
             os.close(self._fd)
             self._fd = None
+            return
         self._remove_path()
 
     def _open_when_created(self) -> int | None:
@@ -197,6 +200,10 @@ class FollowSource(_QuerySource):
                     continue
             waiting_since = None
             size = min(available, self.chunk_bytes)
+            if finished and offset == 0 and size == available and size <= SMALL_FILE:
+                # A small table's whole file: one read costs less than a map.
+                yield memoryview(os.pread(fd, size, 0))
+                return
             with _mapped(fd, offset, size) as view:
                 yield view
             offset += size
