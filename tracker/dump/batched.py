@@ -67,13 +67,37 @@ class Batch:
 
 
 @dataclass
+class StagedUnit:
+    """A unit whose part waits in a commit group; after it, its table's ``schema.sql`` and ``manifest.json``."""
+
+    entry: Claimed
+    outcome: dict[str, Any]  # its manifest entry
+    keys: list[str] = field(default_factory=list)  # what of it waits: the part first
+    document: dict[str, Any] | None = None  # the table's manifest, once staged
+
+    def description(self, group: CommitGroup) -> object:
+        """The table's manifest if its ``schema.sql`` and ``manifest.json`` were committed; else why not."""
+        if self.document is None:
+            return LeaseLost(f"schema.sql and manifest.json of {self.entry.key.db}.{self.entry.key.table} were not written")
+        for key in self.keys[1:]:
+            if key not in group.committed:
+                return group.failed.get(key) or LeaseLost(f"{key} was not committed")
+        return self.document
+
+
+@dataclass
 class Staged:
-    """A commit group and what waits in it: each unit's part, with its table's ``schema.sql`` and ``manifest.json``."""
+    """A commit group and the units waiting in it."""
 
     group: CommitGroup = None  # type: ignore[assignment]  # set by the ``with`` that opens it
-    units: dict[str, tuple[Claimed, dict[str, Any]]] = field(default_factory=dict)  # by part key
-    documents: dict[UnitKey, tuple[dict[str, Any], list[str]]] = field(default_factory=dict)  # manifest, its keys
-    owners: dict[str, Claimed] = field(default_factory=dict)  # every key waiting, to its unit
+    units: list[StagedUnit] = field(default_factory=list)
+    owners: dict[str, StagedUnit] = field(default_factory=dict)  # every key waiting, to its unit
+
+    def add(self, key: str, unit: StagedUnit) -> None:
+        if not unit.keys:
+            self.units.append(unit)
+        unit.keys.append(key)
+        self.owners[key] = unit
 
 
 @dataclass
@@ -92,17 +116,6 @@ class BatchResult:
             return self.results + self.finishing.result()
         except Exception as exc:
             return self.results + [(job, exc) for job in self.committed]
-
-
-def _description(staged: Staged, entry: Claimed) -> object:
-    """The manifest of ``entry``'s table if its ``schema.sql`` and ``manifest.json`` were committed; else why not."""
-    document, keys = staged.documents.get(entry.key, (None, []))
-    if document is None:
-        return LeaseLost(f"schema.sql and manifest.json of {entry.key.db}.{entry.key.table} were not written")
-    for key in keys:
-        if key not in staged.group.committed:
-            return staged.group.failed.get(key) or LeaseLost(f"{key} was not committed")
-    return document
 
 
 def batchable(plan: TablePlan) -> bool:
@@ -219,7 +232,7 @@ class BatchDumper:
             raise
         finishing = self.finishers.submit(self._complete, leases, by_key, groups)
         self._finishing[id(conn)] = finishing
-        return BatchResult(results, finishing, [by_key[entry.key] for g in groups for entry, _ in g.units.values()])
+        return BatchResult(results, finishing, [by_key[unit.entry.key] for g in groups for unit in g.units])
 
     def _complete(self, leases: UnitBatch, by_key: dict[UnitKey, Job], groups: list["Staged"]) -> list[tuple[Job, object]]:
         """Once the groups committed: mark their units done, finish the tables, release the batch (a finisher thread)."""
@@ -251,13 +264,14 @@ class BatchDumper:
                 group.wait()
             except Exception as exc:  # the check failed (the master did not answer): nothing of it was committed
                 group.failed.update({key: exc for key in staged.owners if key not in group.committed})
-            for key, (entry, outcome) in staged.units.items():
-                error = group.failed.get(key)
-                if error is None and key in group.committed:
-                    done[entry.key] = (entry, outcome)
-                    described[entry.key] = _description(staged, entry)
+            for unit in staged.units:
+                entry, part = unit.entry, unit.keys[0]
+                if part in group.committed:
+                    done[entry.key] = (entry, unit.outcome)
+                    described[entry.key] = unit.description(group)
                     continue
                 leases.release(entry)
+                error = group.failed.get(part)
                 retry = getattr(error, "retryable", False)
                 results.append((by_key[entry.key], SINGLE if retry else error or LeaseLost("not committed")))
         return done, described, results
@@ -294,9 +308,10 @@ class BatchDumper:
         results: list[tuple[Job, object]] = []
 
         def check(keys: Sequence[str]) -> dict[str, BaseException]:
-            entries = list({id(staged.owners[key]): staged.owners[key] for key in keys}.values())
-            lost = leases.check_parts(entries)
-            return {key: LeaseLost(lost[staged.owners[key].name]) for key in keys if staged.owners[key].name in lost}
+            units = {id(staged.owners[key]): staged.owners[key] for key in keys}.values()
+            lost = leases.check_parts([unit.entry for unit in units])
+            names = {key: staged.owners[key].entry.name for key in keys}
+            return {key: LeaseLost(lost[name]) for key, name in names.items() if name in lost}
 
         held = 0
         with CommitGroup(self.store, check, self.pool, background=self.committers) as staged.group:
@@ -308,17 +323,15 @@ class BatchDumper:
                 if not isinstance(outcome, dict):
                     results.append((job, outcome))
                     continue
-                staged.units[outcome["key"]] = (entry, outcome)
-                staged.owners[outcome["key"]] = entry
+                unit = StagedUnit(entry, outcome)
+                staged.add(outcome["key"], unit)
                 try:
-                    held += outcome["bytes"] + self._stage_description(staged, job, entry, outcome, leases)
+                    held += outcome["bytes"] + self._stage_description(staged, job, unit, leases)
                 except LeaseLost as exc:  # the group's check refuses its part too
                     results.append((job, exc))
         return results
 
-    def _stage_description(
-        self, staged: Staged, job: Job, entry: Claimed, outcome: dict[str, Any], leases: UnitBatch
-    ) -> int:
+    def _stage_description(self, staged: Staged, job: Job, unit: StagedUnit, leases: UnitBatch) -> int:
         """The table's ``schema.sql`` and ``manifest.json``, into the group after its part; their size.
 
         The table has this one unit, so its manifest is known now: committed
@@ -326,13 +339,13 @@ class BatchDumper:
         trip and a round of fsyncs.  ``_SUCCESS`` still comes only once the
         unit is marked done and the dataset lease checked again.
         """
-        document = self.units.manifest_of(job.plan, [outcome])
+        document = self.units.manifest_of(job.plan, [unit.outcome])
         writes = self.units.final_writes(job.plan, document)[:2]
         for key, data in writes:
-            with staged.group.upload(key, lambda: leases.raise_if_lost(entry), overwrite=True) as upload:
+            with staged.group.upload(key, lambda: leases.raise_if_lost(unit.entry), overwrite=True) as upload:
                 upload.write(data)
-            staged.owners[key] = entry
-        staged.documents[entry.key] = (document, [key for key, _ in writes])
+            staged.add(key, unit)
+        unit.document = document
         return sum(len(data) for _, data in writes)
 
     def _dump_one(

@@ -99,9 +99,9 @@ class FileUpload(Upload):
         self._waited, self._flushed = self._flushed, self._written
 
     def _commit(self) -> None:
-        self._sync()
-        self._place()
-        _sync_folder(self._folder)
+        failed = _commit_files([self])  # one object: the same steps as a group's
+        if failed:
+            raise failed[self.key]
 
     def _start_writeback(self) -> None:
         """Ask the kernel to start writing what is not on its way yet (advisory: the fsync decides)."""

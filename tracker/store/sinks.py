@@ -27,13 +27,16 @@ import logging
 import re
 import threading
 from concurrent.futures import Executor, Future
-from typing import Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Callable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 from tracker.config import Destination, S3Config
 from tracker.errors import TrackerError
 from tracker.store.layout import SUFFIXES
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 READ_CHUNK = 4 << 20
 
@@ -108,31 +111,21 @@ class Store:
         what must be in place before another object appears is put first,
         in a call of its own.
         """
-        def put(key: str, data: bytes) -> TrackerError | None:
+        def put(item: tuple[str, bytes]) -> TrackerError | None:
             try:
-                self.put(key, data)
+                self.put(*item)
             except TrackerError as exc:
                 return exc
             return None
 
-        if pool is None or len(items) < 2:
-            outcomes = [(key, put(key, data)) for key, data in items]
-        else:
-            futures = [(key, pool.submit(put, key, data)) for key, data in items]
-            outcomes = [(key, future.result()) for key, future in futures]
-        return {key: error for key, error in outcomes if error is not None}
+        return {key: error for (key, _), error in _each(put, items, pool) if error is not None}
 
     def commit_together(self, members: Sequence[Upload], pool: Executor | None) -> dict[str, BaseException]:
         """Commit the waiting members of a :class:`CommitGroup`; the ones that failed (each aborted), with why.
 
         A PUT is waiting rather than work: the members commit at once on ``pool``.
         """
-        if pool is None or len(members) < 2:
-            outcomes = [(m, _commit_member(m)) for m in members]
-        else:
-            futures: list[tuple[Upload, Future]] = [(m, pool.submit(_commit_member, m)) for m in members]
-            outcomes = [(m, f.result()) for m, f in futures]
-        return {member.key: error for member, error in outcomes if error is not None}
+        return {member.key: error for member, error in _each(_commit_member, members, pool) if error is not None}
 
     def get(self, key: str) -> bytes | None:
         raise NotImplementedError
@@ -251,6 +244,13 @@ class CommitGroup:
         failed = self.store.commit_together(members, self._pool)
         self.failed.update(failed)
         self.committed.update(m.key for m in members if m.key not in failed)
+
+
+def _each(step: Callable[[T], E | None], items: Sequence[T], pool: Executor | None) -> list[tuple[T, E | None]]:
+    """``step`` of every item, with what it returned (an error, or None): at once on ``pool`` when given."""
+    if pool is None or len(items) < 2:
+        return [(item, step(item)) for item in items]
+    return list(zip(items, pool.map(step, items)))
 
 
 def _commit_member(member: Upload) -> BaseException | None:
