@@ -367,31 +367,9 @@ def generate_table(replica: MariaDB, mb: int) -> None:
 
 
 def quiesce(replica: MariaDB) -> None:
-    """Flush dirty pages now, so background flushing does not bill the timed runs.
-
-    The flush rate is raised for the while: at the default io_capacity of
-    200 pages/s a few hundred MB would take minutes.
-    """
-    names = ("innodb_io_capacity_max", "innodb_io_capacity", "innodb_max_dirty_pages_pct")
-    saved = {name: replica.sql(f"SELECT @@GLOBAL.{name}")[0][0] for name in names}
-    for name, value in zip(names, (QUIESCE_IO_CAPACITY, QUIESCE_IO_CAPACITY, 0)):
-        replica.sql(f"SET GLOBAL {name} = {value}")
-    started = time.monotonic()
-    try:
-        while (dirty := _dirty_pages(replica)) > 0:
-            if time.monotonic() - started > QUIESCE_TIMEOUT_S:
-                log.warning("%d dirty pages still unflushed after %.0fs", dirty, QUIESCE_TIMEOUT_S)
-                break
-            time.sleep(0.2)
-    finally:
-        for name in reversed(names):  # io_capacity before io_capacity_max: max >= capacity
-            replica.sql(f"SET GLOBAL {name} = {saved[name]}")
-    log.info("flushed dirty pages in %.1fs", time.monotonic() - started)
-
-
-def _dirty_pages(replica: MariaDB) -> int:
-    (_, dirty) = replica.sql("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")[0]
-    return int(dirty)
+    """Flush dirty pages now, so background flushing does not bill the timed runs."""
+    seconds = replica.flush_dirty_pages(QUIESCE_TIMEOUT_S, QUIESCE_IO_CAPACITY)
+    log.info("flushed dirty pages in %.1fs", seconds)
 
 
 def warm(replica: MariaDB) -> tuple[int, int]:

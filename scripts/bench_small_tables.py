@@ -4,11 +4,15 @@ Sharded fleets have tens of thousands of tables per host, most of them
 small, so what a run spends per table -- round trips to the master,
 statements on the replica, objects written -- decides how long the nightly
 run takes, not the bytes.  This creates ``N`` tables of three rows each on
-the master of a sandbox replica set (replicated to the replica), then times
-one ``tracker run`` of them on one replica, to ``file://`` and to S3 (moto),
-and prints, per table:
+the master of a sandbox replica set (replicated to the replica), flushes
+the servers' dirty pages, then times ``tracker run`` of them on one replica:
+three runs to ``file://`` (each a date of its own into an empty
+destination, the same work every time) and one to S3 (moto).  It prints,
+per run and per table:
 
-* wall time (target on ``file://``: at most 2 ms a table), and
+* wall time (target on ``file://``: at most 2 ms a table, on the median of
+  the three runs: one run's time moves by a fifth from minute to minute on
+  a small VM), and
 * master round trips, counted two ways: tracker's own counter (its run log
   line ``event=run_done ... master_queries=N``, every statement it sent to
   the master) and the master's ``Questions`` status delta around the run
@@ -31,6 +35,7 @@ import logging
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +59,9 @@ DB = "small"
 BUCKET = "bench-small"
 MAX_MS_PER_TABLE = 2.0  # target on file://
 MAX_ROUND_TRIPS_PER_TABLE = 2.0  # target, tracker's own count
+# Runs to file://, judged on their median: on a 2-core VM one run's time
+# moves by a fifth from one minute to the next.
+FILE_RUNS = 3
 _RUN_DONE = re.compile(r"event=run_done .*master_queries=(\d+)")
 
 
@@ -95,6 +103,9 @@ def create_tables(master: MariaDB, replica_set: ReplicaSet, count: int) -> None:
     finally:
         conn.close()
     replica_set.sync(timeout=600)
+    # A thousand new tables leave InnoDB flushing for a while: not the runs' to pay.
+    for server in (master, *replica_set.replicas):
+        server.flush_dirty_pages()
 
 
 def _children_cpu() -> float:
@@ -134,14 +145,15 @@ def run_once(
     return run
 
 
-def measure(replica_set: ReplicaSet, moto: MotoServer, work: Path, count: int) -> list[SmallTablesRun]:
-    """Create the tables, then one run to file:// and one to S3 (moto)."""
+def measure(
+    replica_set: ReplicaSet, moto: MotoServer, work: Path, count: int, file_runs: int = FILE_RUNS
+) -> list[SmallTablesRun]:
+    """Create the tables, then ``file_runs`` runs to file:// (each a date of its own, into an
+    empty destination) and one to S3 (moto)."""
     master, replica = replica_set.master, replica_set.replicas[0]
     log.info("creating %d small tables", count)
     create_tables(master, replica_set, count)
     moto.create_bucket(BUCKET)
-    dest = work / "small-dest"
-    dest.mkdir(exist_ok=True)
     lock_dir = work / "small-runlock"
     lock_dir.mkdir(exist_ok=True)
     common = {
@@ -152,8 +164,8 @@ def measure(replica_set: ReplicaSet, moto: MotoServer, work: Path, count: int) -
     }
     client = moto.client()
 
-    def done_file(date: str) -> int:
-        return sum(1 for _ in (dest / "small" / DB).glob(f"*/dt={date}/_SUCCESS"))
+    def done_file(dest: Path) -> Callable[[str], int]:
+        return lambda date: sum(1 for _ in (dest / "small" / DB).glob(f"*/dt={date}/_SUCCESS"))
 
     def done_s3(date: str) -> int:
         found = 0
@@ -162,12 +174,18 @@ def measure(replica_set: ReplicaSet, moto: MotoServer, work: Path, count: int) -
         return found
 
     yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
-    file_config = write_config(work, replica, f"file://{dest}", **common)
+    runs = []
+    for index in range(file_runs):
+        # Every run the same work: a new date into an empty destination (every folder made anew).
+        dest = work / f"small-dest-{index}"
+        dest.mkdir(exist_ok=True)
+        file_config = write_config(work, replica, f"file://{dest}", **common)
+        date = (yesterday - dt.timedelta(days=1 + index)).isoformat()
+        runs.append(run_once("file://", file_config, None, master, date, count, done_file(dest)))
     s3_config = write_config(work, replica, f"s3://{BUCKET}/bench", s3={"endpoint_url": moto.endpoint_url}, **common)
-    return [
-        run_once("file://", file_config, None, master, (yesterday - dt.timedelta(days=1)).isoformat(), count, done_file),
-        run_once("s3 (moto)", s3_config, moto.subprocess_env(), master, (yesterday - dt.timedelta(days=2)).isoformat(), count, done_s3),
-    ]
+    date = (yesterday - dt.timedelta(days=1 + file_runs)).isoformat()
+    runs.append(run_once("s3 (moto)", s3_config, moto.subprocess_env(), master, date, count, done_s3))
+    return runs
 
 
 def _pass(ok: bool) -> str:
@@ -184,13 +202,16 @@ def format_lines(runs: Sequence[SmallTablesRun]) -> list[str]:
             f"  master queries {run.queries_per_table:4.2f}/table (tracker's count {run.master_queries},"
             f" master Questions {run.questions_per_table:4.2f}/table)"
         )
-    for run in runs:
-        if run.destination == "file://":
-            lines.append(
-                f"  targets on file://: <= {MAX_MS_PER_TABLE:g} ms/table: {_pass(run.ms_per_table <= MAX_MS_PER_TABLE)};"
-                f" <= {MAX_ROUND_TRIPS_PER_TABLE:g} master round trips/table:"
-                f" {_pass(run.queries_per_table <= MAX_ROUND_TRIPS_PER_TABLE)}"
-            )
+    on_files = [run for run in runs if run.destination == "file://"]
+    if on_files:
+        ms = statistics.median(run.ms_per_table for run in on_files)
+        trips = statistics.median(run.queries_per_table for run in on_files)
+        lines.append(
+            f"  targets on file:// (median of {len(on_files)} runs, {ms:.2f} ms/table,"
+            f" {min(r.ms_per_table for r in on_files):.2f}-{max(r.ms_per_table for r in on_files):.2f}):"
+            f" <= {MAX_MS_PER_TABLE:g} ms/table: {_pass(ms <= MAX_MS_PER_TABLE)};"
+            f" <= {MAX_ROUND_TRIPS_PER_TABLE:g} master round trips/table: {_pass(trips <= MAX_ROUND_TRIPS_PER_TABLE)}"
+        )
     return lines
 
 

@@ -48,6 +48,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # The format names no process: a record need not look it up (a system call each).
+    logging.logProcesses = logging.logMultiprocessing = False
     # botocore's own INFO/DEBUG lines are noise to a DBA unless asked for.
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)

@@ -251,3 +251,35 @@ def test_one_check_of_a_group_finds_exactly_the_units_lost(master, replica_set, 
         store.execute(f"DELETE FROM `{LOCK_SCHEMA}`.claims WHERE namespace = %s", (fresh_db,))
         store.execute(f"DELETE FROM `{LOCK_SCHEMA}`.datasets WHERE namespace = %s", (fresh_db,))
         store.close()
+
+
+def test_plans_offered_by_two_hosts_the_first_one_wins(master, fresh_db) -> None:
+    """``store_plans`` on the real lock tables: the first host's plans stand, read back by the second.
+
+    The first host to offer a chunk finds every row inserted and reads
+    nothing back (one statement); a host that finds some rows there reads
+    the master's, and a table offered by neither keeps its own.
+    """
+    import datetime as dt
+
+    from tracker.config import LocksConfig, MySQLConfig
+    from tracker.replicaset.claims import ClaimStore, Owner
+    from tracker.replicaset.plans import PlanBatch
+
+    config = MySQLConfig(host="127.0.0.1", port=master.port, user="root")
+    first = ClaimStore(config, LocksConfig(), Owner("first", 1), fresh_db)
+    second = ClaimStore(config, LocksConfig(), Owner("second", 2), fresh_db)
+    date = dt.date(2026, 11, 21)
+    try:
+        first.ensure_table()
+        ours = {(fresh_db, f"t{i}"): {"version": 1, "units": [{"host": "first", "i": i}]} for i in range(3)}
+        before = first.round_trips
+        assert PlanBatch(first).store_plans(date, ours) == ours
+        assert first.round_trips - before == 1  # all inserted: nothing to read back
+        theirs = {name: {"version": 1, "units": [{"host": "second"}]} for name in [*ours, (fresh_db, "new")]}
+        stored = PlanBatch(second).store_plans(date, theirs)
+        assert stored == {**ours, (fresh_db, "new"): theirs[(fresh_db, "new")]}
+    finally:
+        first.execute(f"DELETE FROM {first.plans} WHERE namespace = %s", (fresh_db,))
+        first.close()
+        second.close()

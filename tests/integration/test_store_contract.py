@@ -286,3 +286,52 @@ def test_s3_parts_carry_our_crc32c(moto_server, aws_env, bucket) -> None:
     expected = sorted(b64encode(crc32c(p).to_bytes(4, "big")).decode() for p in pieces)
     assert sorted(h["x-amz-checksum-crc32c"] for h in puts) == expected
     assert store.get("big.bin") == data
+
+
+def test_empty_objects_put_in_place_replace_and_leave_no_temporary_file(store: Store) -> None:
+    store.put("m/_SUCCESS", b"")  # its folder made on the way
+    store.put("m/was-full", b"old content")
+    assert store.put_many([("m/was-full", b""), ("m/new/_SUCCESS", b"")]) == {}
+    assert store.get("m/_SUCCESS") == b"" and store.get("m/was-full") == b"" and store.get("m/new/_SUCCESS") == b""
+    if not hasattr(store, "client"):  # file://: nothing hidden left beside them
+        root = store.path("m")  # type: ignore[attr-defined]
+        assert sorted(p.name for p in root.rglob("*")) == ["_SUCCESS", "_SUCCESS", "new", "was-full"]
+
+
+@pytest.mark.parametrize("rename_no_replace", [True, False], ids=["renameat2", "hard-link"])
+def test_file_no_clobber_commit_with_and_without_renameat2(tmp_path, monkeypatch, rename_no_replace: bool) -> None:
+    """Whether the system renames without replacing or tracker links instead, of two writers one wins."""
+    from tracker.store import fscalls
+
+    if not rename_no_replace:
+        monkeypatch.setattr(fscalls, "_renameat2", None)
+    store = open_store(parse_destination(f"file://{tmp_path / 'dest'}"), S3Config())
+    with pytest.raises(UploadFailed, match="already exists"):
+        with store.upload("d/part-00000.tsv", lambda: None, overwrite=False) as first:
+            first.write(b"first\n")
+            with store.upload("d/part-00000.tsv", lambda: None, overwrite=False) as second:
+                second.write(b"second\n")
+            # the second committed first and won; the first must not replace it
+    assert store.get("d/part-00000.tsv") == b"second\n"
+    assert sorted(p.name for p in (tmp_path / "dest" / "d").iterdir()) == ["part-00000.tsv"]
+
+
+def test_file_commit_syncs_every_folder_it_made(tmp_path, monkeypatch) -> None:
+    """A new folder's name is durable only once its parent is synced: the commit syncs each."""
+    from tracker.store import files
+
+    synced: list[str] = []
+    real = files._sync_folder
+    monkeypatch.setattr(files, "_sync_folder", lambda path: synced.append(path) or real(path))
+    store = open_store(parse_destination(f"file://{tmp_path / 'dest'}"), S3Config())
+    with store.upload("ns/db/t/dt=2026-01-02/part-00000.tsv", lambda: None, overwrite=False) as upload:
+        upload.write(b"1\n")
+    dataset = tmp_path / "dest" / "ns" / "db" / "t" / "dt=2026-01-02"
+    made = [dataset, dataset.parent, dataset.parent.parent, tmp_path / "dest" / "ns", tmp_path / "dest"]
+    # its own folder, and the parent of each folder made for it: each once
+    assert sorted(synced) == sorted({str(dataset), *(str(folder.parent) for folder in made)})
+    assert len(synced) == len(set(synced)) == 6
+    synced.clear()
+    store.put_many([("ns/db/t/dt=2026-01-02/_SUCCESS", b""), ("ns/db/u/dt=2026-01-02/_SUCCESS", b"")])
+    other = tmp_path / "dest" / "ns" / "db" / "u" / "dt=2026-01-02"
+    assert sorted(synced) == sorted({str(dataset), str(other), str(other.parent), str(other.parent.parent)})

@@ -188,13 +188,10 @@ class BatchDumper:
 
         The commit groups' checks and commits, marking done, ``_SUCCESS``
         and the release wait on the master and on fsyncs, not on this
-        worker's connection: they run while the worker dumps its next batch
-        (one batch of each worker at a time, so the leases a host holds
-        stay bounded).
+        worker's connection: they run while the worker dumps its next batch.
+        A worker waits for its previous batch's finishing before handing
+        over the next one, so it holds the leases of two batches at most.
         """
-        previous = self._finishing.pop(id(conn), None)
-        if previous is not None:
-            wait([previous])
         by_key = {UnitKey(self.claims.namespace, j.plan.info.db, j.plan.info.table, j.plan.keys.date, 0): j for j in batch.jobs}
         in_flight: dict[UnitKey, StopScope] = {}
 
@@ -230,6 +227,9 @@ class BatchDumper:
             finally:
                 leases.close()
             raise
+        previous = self._finishing.pop(id(conn), None)
+        if previous is not None:
+            wait([previous])
         finishing = self.finishers.submit(self._complete, leases, by_key, groups)
         self._finishing[id(conn)] = finishing
         return BatchResult(results, finishing, [by_key[unit.entry.key] for g in groups for unit in g.units])

@@ -11,6 +11,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Protocol
 
 import pymysql
@@ -43,7 +44,7 @@ class Unit:
     key: ChunkKey | None = None
     all_versions: bool = False  # system-versioned: read every row version
 
-    @property
+    @cached_property  # in every log line and key of the unit: encoded once
     def label(self) -> str:
         return f"{layout.encode_segment(self.db)}.{layout.encode_segment(self.table)}/part-{self.index:05d}"
 

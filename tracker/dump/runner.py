@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import gc
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -156,12 +157,17 @@ class Runner:
                 return RunReport(note="nothing to dump: every wanted table is complete")
             units = UnitDumper(self.config, self.store, server, self.cancel)
             snapshot = take_snapshot(self.config.mysql, min(workers, len(jobs)), self.config.replication, replica=True)
+            # What lives through the dump (config, plans, connections) is left
+            # out of the collections meanwhile: with thousands of tables each
+            # full collection walked them all, again and again, for no garbage.
+            gc.freeze()
             try:
                 with DdlWatch(self.config.mysql, snapshot, self.config.ddl_wait_seconds), units.paced(
                     [job.unit for job in jobs], replica=True
                 ):
                     return self._dump(jobs, units, snapshot, claims, datasets, date, failed)
             finally:
+                gc.unfreeze()  # collected again as usual (a caller may go on running)
                 snapshot.close()
         finally:
             claims.close()

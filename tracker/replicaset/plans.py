@@ -37,11 +37,14 @@ class PlanBatch:
             args: list[Any] = []
             for (db, table), document in chunk:
                 args += [ns, db, table, date, host, token, json.dumps(document)]
-            self.store.execute(
+            inserted, _ = self.store.execute(
                 f"INSERT IGNORE INTO {self.store.plans} (namespace, db, tbl, ds, host, token, expires_at, plan)"
                 f" VALUES {values}",
                 tuple(args),
             )
+            if inserted == len(chunk):  # every row is ours (the first host today): nothing to read back
+                stored.update(chunk)
+                continue
             keys = [a for (db, table), _ in chunk for a in (ns, db, table, date)]
             _, rows = self.store.execute(
                 f"SELECT db, tbl, plan FROM {self.store.plans} WHERE (namespace, db, tbl, ds) IN ({_rows(4, len(chunk))})",

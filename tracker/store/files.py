@@ -1,15 +1,16 @@
 """The file:// destination: temporary files renamed into place under the commit rule of ``sinks``.
 
 A data object is written to a hidden temporary name beside its target,
-fsynced, then linked (never replacing: of two racing writers one wins) or
-renamed into place, and its folder fsynced.  Objects committed together
-(a :class:`~tracker.store.sinks.CommitGroup`, ``put_many``) go through each
+fsynced, then renamed into place -- never replacing unless asked to (of two
+racing writers one wins) -- and its folder fsynced, and so is the parent of
+every folder made for it.  An empty object (``_SUCCESS``) has nothing to
+hide while written: it is created in place.  Objects committed together (a
+:class:`~tracker.store.sinks.CommitGroup`, ``put_many``) go through each
 step as a group, so that few fsyncs each wait for a journal commit.
 """
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import itertools
 import logging
@@ -22,24 +23,12 @@ from typing import Callable, Iterator, Sequence
 
 from tracker.config import Destination
 from tracker.errors import TrackerError, UploadFailed
+from tracker.store import fscalls
 from tracker.store.sinks import READ_CHUNK, STALE_CANDIDATE, Precommit, Store, Upload
 
 log = logging.getLogger(__name__)
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except AttributeError:  # not Linux/glibc: the final fsync does it all
-        return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_sync_file_range = _load_sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2
-_SYNC_FILE_RANGE_WAIT_ALL = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER
 WRITEBACK_STEP = 16 << 20
 
 
@@ -61,13 +50,14 @@ class FileUpload(Upload):
         self._written = 0
         self._flushed = 0  # writeback started up to here
         self._waited = 0  # written to disk up to here
+        self._new_entries: list[str] = []  # folders that got a new subfolder for this object: synced too
 
     def _open(self) -> None:
         try:
             try:
                 self._file = open(self._tmp, "xb", buffering=0)
             except FileNotFoundError:  # the dataset's first object: make its folder
-                os.makedirs(self._folder, exist_ok=True)
+                self._new_entries = fscalls.make_folder(self._folder)
                 self._file = open(self._tmp, "xb", buffering=0)
         except OSError as exc:
             raise UploadFailed(f"cannot create {self._tmp}: {exc.strerror}") from None
@@ -82,7 +72,7 @@ class FileUpload(Upload):
                 view = view[written:]
         except OSError as exc:
             raise UploadFailed(f"cannot write {self._tmp}: {exc.strerror}") from None
-        if _sync_file_range is not None and self._written - self._flushed >= WRITEBACK_STEP:
+        if fscalls.HAVE_SYNC_FILE_RANGE and self._written - self._flushed >= WRITEBACK_STEP:
             self._write_back()
 
     def _write_back(self) -> None:
@@ -91,11 +81,11 @@ class FileUpload(Upload):
         Waiting one step behind keeps at most two steps of dirty pages, so
         the fsync before the commit has only the tail left to write.
         """
-        assert self._file is not None and _sync_file_range is not None
+        assert self._file is not None
         fd = self._file.fileno()
-        _sync_file_range(fd, self._flushed, self._written - self._flushed, _SYNC_FILE_RANGE_WRITE)
+        fscalls.start_writeback(fd, self._flushed, self._written - self._flushed)
         if self._waited < self._flushed:
-            _sync_file_range(fd, self._waited, self._flushed - self._waited, _SYNC_FILE_RANGE_WAIT_ALL)
+            fscalls.wait_written(fd, self._waited, self._flushed - self._waited)
         self._waited, self._flushed = self._flushed, self._written
 
     def _commit(self) -> None:
@@ -105,8 +95,8 @@ class FileUpload(Upload):
 
     def _start_writeback(self) -> None:
         """Ask the kernel to start writing what is not on its way yet (advisory: the fsync decides)."""
-        if self._file is not None and _sync_file_range is not None and self._written > self._flushed:
-            _sync_file_range(self._file.fileno(), self._flushed, 0, _SYNC_FILE_RANGE_WRITE)
+        if self._file is not None and fscalls.HAVE_SYNC_FILE_RANGE and self._written > self._flushed:
+            fscalls.start_writeback(self._file.fileno(), self._flushed, 0)
             self._flushed = self._written
 
     def _sync(self) -> None:
@@ -129,8 +119,8 @@ class FileUpload(Upload):
         try:
             if self.overwrite:
                 os.replace(self._tmp, self._final)
-            else:
-                # A hard link never replaces: of two racing writers, one wins.
+            elif not fscalls.rename_no_replace(self._tmp, self._final):
+                # A hard link never replaces either: of two racing writers, one wins.
                 os.link(self._tmp, self._final)
                 os.unlink(self._tmp)
         except FileExistsError:
@@ -146,6 +136,42 @@ class FileUpload(Upload):
             os.unlink(self._tmp)
         except FileNotFoundError:
             pass
+
+
+class _EmptyFile(FileUpload):
+    """An empty object (``_SUCCESS``): created under its own name at once.
+
+    It has no content that a reader could see half-written, so it needs no
+    temporary name, rename or fsync of its own: its folder's fsync makes
+    the name and the inode durable together.
+    """
+
+    def _open(self) -> None:
+        pass
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if data:
+            raise ValueError(f"{self.key}: an empty object takes no data")
+
+    def _sync(self) -> None:
+        pass
+
+    def _place(self) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if self.overwrite else os.O_EXCL)
+        try:
+            try:
+                fd = os.open(self._final, flags, 0o666)
+            except FileNotFoundError:
+                self._new_entries = fscalls.make_folder(self._folder)
+                fd = os.open(self._final, flags, 0o666)
+            os.close(fd)
+        except FileExistsError:
+            raise UploadFailed(f"{self._final} already exists; not replaced (use --force)") from None
+        except OSError as exc:
+            raise UploadFailed(f"cannot commit {self._final}: {exc.strerror}") from None
+
+    def _abort(self) -> None:
+        pass
 
 
 # Temporary names: the pid, a random tag drawn once (a reused pid cannot
@@ -173,7 +199,7 @@ def _commit_files(uploads: Sequence[FileUpload]) -> dict[str, TrackerError]:
     """Commit written files together, a phase for all at a time; the ones that failed, with why.
 
     Writeback of every file is started, then each is fsynced, renamed into
-    place and, last, each folder fsynced once.  One fsync commits the
+    place and, last, each folder (and each parent of a new one) fsynced once.  One fsync commits the
     journal for every change made before it, so after the first most find
     their data written and their inode committed, and return at once:
     interleaving fsync, rename and folder fsync per file made each wait for
@@ -182,19 +208,20 @@ def _commit_files(uploads: Sequence[FileUpload]) -> dict[str, TrackerError]:
     failed: dict[str, TrackerError] = {}
     for upload in uploads:
         upload._start_writeback()
-    for step in (FileUpload._sync, FileUpload._place):
+    for step in ("_sync", "_place"):
         for upload in uploads:
             if upload.key in failed:
                 continue
             try:
-                step(upload)
+                getattr(upload, step)()
             except UploadFailed as exc:
                 upload._abort_quietly()
                 failed[upload.key] = exc
     folders: dict[str, list[FileUpload]] = {}
     for upload in uploads:
         if upload.key not in failed:
-            folders.setdefault(upload._folder, []).append(upload)
+            for folder in (upload._folder, *upload._new_entries):
+                folders.setdefault(folder, []).append(upload)
     for folder, placed in folders.items():
         try:
             _sync_folder(folder)
@@ -217,7 +244,7 @@ class FileStore(Store):
         return self.root / key
 
     def url(self, key: str) -> str:
-        return f"file://{self.path(key)}"
+        return f"file://{os.path.join(self.root_name, key)}"  # what path() gives, without pathlib's parsing
 
     def upload(self, key: str, precommit: Precommit, *, overwrite: bool, size_hint: int = 0) -> Upload:
         return FileUpload(self, key, precommit, overwrite)
@@ -233,7 +260,7 @@ class FileStore(Store):
         uploads: list[FileUpload] = []
         failed: dict[str, TrackerError] = {}
         for key, data in items:
-            upload = FileUpload(self, key, _no_check, overwrite=True)
+            upload = (FileUpload if data else _EmptyFile)(self, key, _no_check, overwrite=True)
             try:
                 upload._open()
                 upload.write(data)

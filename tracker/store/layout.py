@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import quote, unquote
 
 SUFFIXES = {"lz4": ".tsv.lz4", "zstd": ".tsv.zst", "gzip": ".tsv.gz", "none": ".tsv"}
@@ -81,8 +82,11 @@ class DatasetKeys:
     table: str
     date: dt.date
 
-    @property
+    @cached_property
     def prefix(self) -> str:
+        # Cached (in the instance's dict; the fields stay frozen): every
+        # object key of the dataset starts with it, and percent-encoding the
+        # names again for each cost more than dumping a small table's rows.
         return "/".join(
             (
                 self.namespace,

@@ -109,5 +109,18 @@ def system_versioning(columns: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"rows": "all_versions", "row_start": period.get("start"), "row_end": period.get("end")}
 
 
+# json's C encoder: with ``indent`` json falls back to its Python encoder,
+# which cost more than dumping a small table.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def dumps(manifest: dict[str, Any]) -> bytes:
-    return (json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode()
+    """The manifest as UTF-8 JSON, a line per field and per column or unit, for people reading it too."""
+    fields = []
+    for name, value in manifest.items():
+        if isinstance(value, list) and value:
+            items = ",\n".join("    " + _encode(item) for item in value)
+            fields.append(f"  {_encode(name)}: [\n{items}\n  ]")
+        else:
+            fields.append(f"  {_encode(name)}: {_encode(value)}")
+    return ("{\n" + ",\n".join(fields) + "\n}\n").encode()

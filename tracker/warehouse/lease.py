@@ -4,7 +4,7 @@
 keeps two converters of one dataset from publishing a mix lives next to the
 files: numbered objects ``dt=D/_lease-00000001.json``, ``_lease-00000002.json``
 ... each created with the store's no-clobber commit (``If-None-Match: *`` on
-S3, a hard link on ``file://``).  The highest number is the lease.  Taking it
+S3, a rename that never replaces on ``file://``).  The highest number is the lease.  Taking it
 (or renewing it) means creating the next number, which exactly one writer
 can do: a compare-and-set that needs no conditional delete.
 
