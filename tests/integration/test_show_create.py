@@ -63,6 +63,14 @@ def one_by_one(server, names: list[tuple[str, str]]) -> dict[tuple[str, str], st
         conn.close()
 
 
+@pytest.fixture
+def replica_conn(replica):
+    """An ordinary connection to the replica (multi-statements off), closed after the test."""
+    conn = connect(config_of(replica))
+    yield conn
+    conn.close()
+
+
 def tables_in(server, db: str) -> set[str]:
     return {str(r[0]) for r in server.sql("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (db,))}
 
@@ -99,45 +107,33 @@ def test_a_missing_table_fails_alone(master, replica, replica_set, fresh_db, chu
     assert all(isinstance(shown[name], pymysql.MySQLError) for name in codes)
 
 
-def test_a_plain_connection_answers_the_same_one_at_a_time(master, replica, replica_set, fresh_db) -> None:
+def test_a_plain_connection_answers_the_same_one_at_a_time(master, replica, replica_set, fresh_db, replica_conn) -> None:
     names = create_nasty_tables(master, replica_set, fresh_db)
-    conn = connect(config_of(replica))
-    try:
-        assert show_create_tables(conn, names) == one_by_one(replica, names)
-        # Multi-statements stay off on every connection that does not ask for them.
-        with pytest.raises(pymysql.err.ProgrammingError) as refused:
-            query_all(conn, "SELECT 1; SELECT 2")
-        assert refused.value.args[0] == 1064
-    finally:
-        conn.close()
+    assert show_create_tables(replica_conn, names) == one_by_one(replica, names)
+    # Multi-statements stay off on every connection that does not ask for them.
+    with pytest.raises(pymysql.err.ProgrammingError) as refused:
+        query_all(replica_conn, "SELECT 1; SELECT 2")
+    assert refused.value.args[0] == 1064
 
 
-def test_plan_tables_takes_each_schema_from_the_batch(master, replica, replica_set, fresh_db) -> None:
+def test_plan_tables_takes_each_schema_from_the_batch(master, replica, replica_set, fresh_db, replica_conn) -> None:
     names = create_nasty_tables(master, replica_set, fresh_db)
-    conn = connect(config_of(replica))
-    try:
-        batch = plan_tables(conn, fresh_db, names, dt.date(2026, 11, 20), 0, mysql=config_of(replica))
-        assert batch.failed == {} and batch.left == []
-        assert {name: plan.schema for name, plan in batch.plans.items()} == one_by_one(replica, names)
-    finally:
-        conn.close()
+    batch = plan_tables(replica_conn, fresh_db, names, dt.date(2026, 11, 20), 0, mysql=config_of(replica))
+    assert batch.failed == {} and batch.left == []
+    assert {name: plan.schema for name, plan in batch.plans.items()} == one_by_one(replica, names)
 
 
-def test_plan_tables_fails_every_table_when_the_ddl_connection_cannot_open(master, replica, replica_set, fresh_db) -> None:
+def test_plan_tables_fails_every_table_when_the_ddl_connection_cannot_open(master, replica_set, fresh_db, replica_conn) -> None:
     """Nothing listens on the port: each table fails planning, as it did one by one."""
     names = create_nasty_tables(master, replica_set, fresh_db)
-    conn = connect(config_of(replica))
-    try:
-        nowhere = MySQLConfig(host="127.0.0.1", port=free_port(), user="root", connect_timeout=2)
-        batch = plan_tables(conn, fresh_db, names, dt.date(2026, 11, 20), 0, mysql=nowhere)
-    finally:
-        conn.close()
+    nowhere = MySQLConfig(host="127.0.0.1", port=free_port(), user="root", connect_timeout=2)
+    batch = plan_tables(replica_conn, fresh_db, names, dt.date(2026, 11, 20), 0, mysql=nowhere)
     assert batch.plans == {} and batch.left == []
     assert sorted(batch.failed) == sorted(names)
     assert all(isinstance(exc, DumpFailed) and "cannot connect" in str(exc) for exc in batch.failed.values())
 
 
-def test_find_tables_reads_partitions_of_partitioned_tables_only(master, replica, replica_set, fresh_db) -> None:
+def test_find_tables_reads_partitions_of_partitioned_tables_only(master, replica_set, fresh_db, replica_conn) -> None:
     """Partitions come from the tables the server lists as partitioned, in partition order."""
     master.sql(f"CREATE TABLE {qualified(fresh_db, 'flat')} (id INT PRIMARY KEY) COMMENT 'partitioned'")
     master.sql(
@@ -150,11 +146,7 @@ def test_find_tables_reads_partitions_of_partitioned_tables_only(master, replica
         " PARTITION BY SYSTEM_TIME (PARTITION p_hist HISTORY, PARTITION p_cur CURRENT)"
     )
     replica_set.sync()
-    conn = connect(config_of(replica))
-    try:
-        found = find_tables(conn, [(fresh_db, "flat"), (fresh_db, "ranged"), (fresh_db, "versioned")])
-    finally:
-        conn.close()
+    found = find_tables(replica_conn, [(fresh_db, "flat"), (fresh_db, "ranged"), (fresh_db, "versioned")])
     shape = {
         name[1]: (info.partitions, len(info.partition_bytes), info.versioned, info.system_time_partitions)
         for name, info in found.items()

@@ -19,7 +19,7 @@ import secrets
 import time
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from tracker.config import Destination
 from tracker.errors import TrackerError, UploadFailed
@@ -28,6 +28,7 @@ from tracker.store.sinks import READ_CHUNK, STALE_CANDIDATE, Precommit, Store, U
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
 WRITEBACK_STEP = 16 << 20
 
@@ -52,13 +53,17 @@ class FileUpload(Upload):
         self._waited = 0  # written to disk up to here
         self._new_entries: list[str] = []  # folders that got a new subfolder for this object: synced too
 
+    def _in_folder(self, create: Callable[[], T]) -> T:
+        """``create()`` a file in the object's folder, making the folder first if it is missing."""
+        try:
+            return create()
+        except FileNotFoundError:  # the dataset's first object
+            self._new_entries = fscalls.make_folder(self._folder)
+            return create()
+
     def _open(self) -> None:
         try:
-            try:
-                self._file = open(self._tmp, "xb", buffering=0)
-            except FileNotFoundError:  # the dataset's first object: make its folder
-                self._new_entries = fscalls.make_folder(self._folder)
-                self._file = open(self._tmp, "xb", buffering=0)
+            self._file = self._in_folder(lambda: open(self._tmp, "xb", buffering=0))
         except OSError as exc:
             raise UploadFailed(f"cannot create {self._tmp}: {exc.strerror}") from None
 
@@ -159,12 +164,7 @@ class _EmptyFile(FileUpload):
     def _place(self) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if self.overwrite else os.O_EXCL)
         try:
-            try:
-                fd = os.open(self._final, flags, 0o666)
-            except FileNotFoundError:
-                self._new_entries = fscalls.make_folder(self._folder)
-                fd = os.open(self._final, flags, 0o666)
-            os.close(fd)
+            os.close(self._in_folder(lambda: os.open(self._final, flags, 0o666)))
         except FileExistsError:
             raise UploadFailed(f"{self._final} already exists; not replaced (use --force)") from None
         except OSError as exc:
