@@ -318,11 +318,11 @@ def test_file_no_clobber_commit_with_and_without_renameat2(tmp_path, monkeypatch
 
 def test_file_commit_syncs_every_folder_it_made(tmp_path, monkeypatch) -> None:
     """A new folder's name is durable only once its parent is synced: the commit syncs each."""
-    from tracker.store import files
+    from tracker.store import filecommit
 
     synced: list[str] = []
-    real = files._sync_folder
-    monkeypatch.setattr(files, "_sync_folder", lambda path: synced.append(path) or real(path))
+    real = filecommit._sync_folder
+    monkeypatch.setattr(filecommit, "_sync_folder", lambda path: synced.append(path) or real(path))
     store = open_store(parse_destination(f"file://{tmp_path / 'dest'}"), S3Config())
     with store.upload("ns/db/t/dt=2026-01-02/part-00000.tsv", lambda: None, overwrite=False) as upload:
         upload.write(b"1\n")

@@ -6,7 +6,9 @@ racing writers one wins) -- and its folder fsynced, and so is the parent of
 every folder made for it.  An empty object (``_SUCCESS``) has nothing to
 hide while written: it is created in place.  Objects committed together (a
 :class:`~tracker.store.sinks.CommitGroup`, ``put_many``) go through each
-step as a group, so that few fsyncs each wait for a journal commit.
+step as a group, so that few fsyncs each wait for a journal commit; many
+small ones on a file system that can be trusted to, with one ``syncfs`` for
+all instead (:mod:`tracker.store.filecommit`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 from tracker.config import Destination
 from tracker.errors import TrackerError, UploadFailed
 from tracker.store import fscalls
+from tracker.store.filecommit import commit_files
 from tracker.store.sinks import READ_CHUNK, STALE_CANDIDATE, Precommit, Store, Upload
 
 log = logging.getLogger(__name__)
@@ -94,7 +97,7 @@ class FileUpload(Upload):
         self._waited, self._flushed = self._flushed, self._written
 
     def _commit(self) -> None:
-        failed = _commit_files([self])  # one object: the same steps as a group's
+        failed = commit_files([self])  # one object: the same steps as a group's
         if failed:
             raise failed[self.key]
 
@@ -118,6 +121,15 @@ class FileUpload(Upload):
             self._file = None
         except OSError as exc:
             raise UploadFailed(f"cannot commit {self._final}: {exc.strerror}") from None
+
+    def _close(self) -> None:
+        """Close the written file unsynced: a ``syncfs`` of its file system stands for its fsync."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError as exc:
+                raise UploadFailed(f"cannot commit {self._final}: {exc.strerror}") from None
+            self._file = None
 
     def _place(self) -> None:
         """Give the written file its name (durable once its folder is synced)."""
@@ -184,52 +196,6 @@ def _temp_suffix() -> str:
     return f"{_TEMP_TAG}{next(_temp_numbers):x}"
 
 
-def _sync_folder(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise UploadFailed(f"cannot sync {path}: {exc.strerror}") from None
-
-
-def _commit_files(uploads: Sequence[FileUpload]) -> dict[str, TrackerError]:
-    """Commit written files together, a phase for all at a time; the ones that failed, with why.
-
-    Writeback of every file is started, then each is fsynced, renamed into
-    place and, last, each folder (and each parent of a new one) fsynced once.  One fsync commits the
-    journal for every change made before it, so after the first most find
-    their data written and their inode committed, and return at once:
-    interleaving fsync, rename and folder fsync per file made each wait for
-    a journal commit of its own (measured here: twice the time, and more CPU).
-    """
-    failed: dict[str, TrackerError] = {}
-    for upload in uploads:
-        upload._start_writeback()
-    for step in ("_sync", "_place"):
-        for upload in uploads:
-            if upload.key in failed:
-                continue
-            try:
-                getattr(upload, step)()
-            except UploadFailed as exc:
-                upload._abort_quietly()
-                failed[upload.key] = exc
-    folders: dict[str, list[FileUpload]] = {}
-    for upload in uploads:
-        if upload.key not in failed:
-            for folder in (upload._folder, *upload._new_entries):
-                folders.setdefault(folder, []).append(upload)
-    for folder, placed in folders.items():
-        try:
-            _sync_folder(folder)
-        except UploadFailed as exc:  # in place but maybe not durable: not committed
-            failed.update((upload.key, exc) for upload in placed)
-    return failed
-
-
 def _no_check() -> None:
     """The precommit of objects no lease guards (what ``put`` writes)."""
 
@@ -256,7 +222,7 @@ class FileStore(Store):
             raise failed[key]
 
     def put_many(self, items: Sequence[tuple[str, bytes]], pool: Executor | None = None) -> dict[str, TrackerError]:
-        """Every file written, then committed together (:func:`_commit_files`); each renamed into place in order."""
+        """Every file written, then committed together (:func:`~tracker.store.filecommit.commit_files`); each renamed into place in order."""
         uploads: list[FileUpload] = []
         failed: dict[str, TrackerError] = {}
         for key, data in items:
@@ -269,11 +235,11 @@ class FileStore(Store):
                 failed[key] = exc
                 continue
             uploads.append(upload)
-        failed.update(_commit_files(uploads))
+        failed.update(commit_files(uploads))
         return failed
 
     def commit_together(self, members: Sequence[Upload], pool: Executor | None) -> dict[str, BaseException]:
-        return dict(_commit_files([m for m in members if isinstance(m, FileUpload)]))
+        return dict(commit_files([m for m in members if isinstance(m, FileUpload)]))
 
     def get(self, key: str) -> bytes | None:
         try:
