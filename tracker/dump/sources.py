@@ -151,10 +151,16 @@ class FollowSource(_QuerySource):
         self._remove_path()
 
     def _open_when_created(self) -> int | None:
-        """Open the file once the server created it; None if it never will."""
+        """Open the file once the server created it; None if it never will.
+
+        Each look waits a moment for the query's answer first: a small
+        table's comes within a millisecond, and then one open finds the
+        whole file, where looking first cost a failed open and a poll more
+        per table; a large one's file is open at most ``POLL_SECS`` later.
+        """
         while True:
             self._check_cancel()
-            finished = self.query.done()
+            finished = self.query.wait(POLL_SECS)
             try:
                 # O_RDWR: hole punching needs a writable descriptor.
                 return os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
@@ -166,7 +172,6 @@ class FollowSource(_QuerySource):
                     f"cannot open {self.path} for reading and hole punching",
                     hint="run tracker as the mysql user or root, or give it write access to outfile_dir",
                 ) from None
-            self.query.wait(POLL_SECS)
 
     def chunks(self) -> Iterator[memoryview]:
         fd = self._open_when_created()
