@@ -70,7 +70,11 @@ class UnitDumper:
         self.server = server
         self.cancel = cancel
         self.source_kind = choose_source(config, server)
+        # OUTFILE names: pid, a counter and a tag drawn once (a reused pid
+        # cannot meet a dead process's leftovers; drawing per unit cost a
+        # system call per small table).
         self._seq = itertools.count()
+        self._tag = secrets.token_hex(4)
         # Set by whoever runs the units (dump, run) for the span of the work.
         self.pacer = Pacer.none()
         self.progress: ProgressBar | None = None
@@ -162,7 +166,7 @@ class UnitDumper:
         return FollowSource(query, path, cancel)
 
     def _outfile_path(self) -> str:
-        name = f"tracker-{os.getpid()}-{next(self._seq)}-{secrets.token_hex(4)}.tsv"
+        name = f"tracker-{os.getpid()}-{next(self._seq)}-{self._tag}.tsv"
         return os.path.join(self.config.outfile_dir, name)
 
     def _kill_query(self, connection_id: int) -> None:

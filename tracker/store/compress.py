@@ -41,7 +41,7 @@ class _Lz4Compressor:
 
     def compress(self, data: bytes | bytearray | memoryview) -> bytes:
         out = self._c.compress(data)
-        if self._header:
+        if self._header and out:  # the header goes out with the first block: a small object is one write
             out, self._header = self._header + out, b""
         return out
 
