@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import pymysql
 
 from tracker.config import LocksConfig, MySQLConfig
-from tracker.db import connect, error_text, quote_ident
+from tracker.db import bind, connect, error_text, quote_ident
 from tracker.errors import LeaseLost, TrackerError
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class ClaimStore:
                 self.round_trips += 1
                 try:
                     with self._conn.cursor() as cur:
-                        count = cur.execute(sql, args)
+                        count = cur.execute(bind(self._conn, sql, args))
                         return count, list(cur.fetchall())
                 except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
                     # InterfaceError: the connection was closed, e.g. by a failed reconnect.
