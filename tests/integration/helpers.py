@@ -49,8 +49,20 @@ def run_tracker(config: Path, *args: str, env: dict[str, str] | None = None, tim
     return subprocess.run(tracker_argv(config, *args), env=env, capture_output=True, timeout=timeout)
 
 
+def _as_from_a_terminal() -> None:
+    """In the child: Ctrl-C's signal handled as on a terminal.
+
+    A shell that starts the suite in the background (``cmd &`` without job
+    control) hands its children SIGINT ignored, and Python keeps it ignored:
+    the tests that send it would then test nothing but that.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_tracker(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(tracker_argv(config, *args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        tracker_argv(config, *args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_from_a_terminal
+    )
 
 
 def s3_env(moto_server) -> dict[str, str]:

@@ -134,3 +134,15 @@ def test_a_missing_folder_takes_the_file_by_file_way(store, trusted, calls) -> N
     assert store.put_many(items) == {}
     assert "syncfs" not in [kind for kind, _ in calls]
     assert all(store.get(key) == b"" for key, _ in items)
+
+
+def test_the_first_syncfs_is_on_the_file_opened_first_whatever_the_order_given(store, trusted, calls) -> None:
+    """Its descriptor sampled the file system's errors before any other file of the commit was written."""
+    uploads = [store.upload(key, lambda: None, overwrite=False) for key, _ in ITEMS]
+    for upload, (_, data) in reversed(list(zip(uploads, ITEMS))):  # opened last to first
+        upload._open()
+        upload.write(data)
+    assert filecommit.commit_files(uploads) == {}
+    first_fd, _ = calls[0][1]
+    assert os.path.basename(first_fd).startswith(".manifest.json.tmp-") and "/t3/" in first_fd
+    assert {key: store.get(key) for key, _ in ITEMS} == dict(ITEMS)

@@ -79,9 +79,11 @@ def _commit_by_file_system(uploads: Sequence["FileUpload"], devices: dict[str, i
     failed: dict[str, TrackerError] = {}
     syncers: dict[int, int] = {}  # device -> a descriptor opened before the group wrote to it
     try:
-        for upload in uploads:  # in the order they were opened: the first of each device sampled its errors first
+        # Per device, the file opened first: its descriptor sampled the file
+        # system's errors before any of the group was written.
+        for upload in sorted((u for u in uploads if u._file is not None), key=lambda u: u.opened):
             device = devices[upload._folder]
-            if upload._file is not None and device not in syncers:
+            if device not in syncers:
                 syncers[device] = os.dup(upload._file.fileno())
         _sync_devices(syncers, uploads, devices, failed)
         _each(uploads, "_close", failed)

@@ -51,6 +51,7 @@ class FileUpload(Upload):
         self._folder, name = os.path.split(self._final)
         self._tmp = os.path.join(self._folder, f".{name}.tmp-{os.getpid()}-{_temp_suffix()}")
         self._file = None
+        self.opened = -1  # when its file was opened, in this process's order
         self._written = 0
         self._flushed = 0  # writeback started up to here
         self._waited = 0  # written to disk up to here
@@ -69,6 +70,7 @@ class FileUpload(Upload):
             self._file = self._in_folder(lambda: open(self._tmp, "xb", buffering=0))
         except OSError as exc:
             raise UploadFailed(f"cannot create {self._tmp}: {exc.strerror}") from None
+        self.opened = next(_opened)  # which of a group's files was opened first (filecommit)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert self._file is not None
@@ -190,6 +192,7 @@ class _EmptyFile(FileUpload):
 # collide with a dead process's leftovers) and a counter.
 _TEMP_TAG = secrets.token_hex(3)
 _temp_numbers = itertools.count()
+_opened = itertools.count()
 
 
 def _temp_suffix() -> str:
