@@ -28,7 +28,7 @@ def store(tmp_path):
 
 @pytest.fixture
 def trusted(monkeypatch) -> None:
-    monkeypatch.setattr(fscalls, "syncfs_trusted", lambda fd, device: True)
+    monkeypatch.setattr(fscalls, "syncfs_trusted", lambda device, path: True)
 
 
 @pytest.fixture
@@ -88,13 +88,13 @@ def test_a_commit_group_of_many_parts_takes_the_same_way(store, trusted, calls) 
 def test_otherwise_each_file_and_folder_is_fsynced(store, calls, monkeypatch, why: str) -> None:
     items = ITEMS
     if why == "few objects":
-        monkeypatch.setattr(fscalls, "syncfs_trusted", lambda fd, device: True)
+        monkeypatch.setattr(fscalls, "syncfs_trusted", lambda device, path: True)
         items = ITEMS[: filecommit.MANY_OBJECTS - 1]
     elif why == "much data":
-        monkeypatch.setattr(fscalls, "syncfs_trusted", lambda fd, device: True)
+        monkeypatch.setattr(fscalls, "syncfs_trusted", lambda device, path: True)
         monkeypatch.setattr(filecommit, "SMALL_DATA", 16)
     else:
-        monkeypatch.setattr(fscalls, "syncfs_trusted", lambda fd, device: False)
+        monkeypatch.setattr(fscalls, "syncfs_trusted", lambda device, path: False)
     assert store.put_many(items) == {}
     kinds = [kind for kind, _ in calls]
     assert "syncfs" not in kinds

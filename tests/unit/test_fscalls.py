@@ -67,11 +67,7 @@ def _mount_type(path: str) -> str:
 
 def test_file_system_magic_is_the_type_proc_names(tmp_path) -> None:
     kind = _mount_type(os.path.realpath(tmp_path))
-    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        magic = fscalls.file_system_magic(fd)
-    finally:
-        os.close(fd)
+    magic = fscalls.file_system_magic(str(tmp_path))
     assert magic is not None
     if kind in _MAGIC:
         assert magic == _MAGIC[kind]
@@ -80,26 +76,22 @@ def test_file_system_magic_is_the_type_proc_names(tmp_path) -> None:
 
 
 def test_syncfs_is_trusted_on_a_journaling_file_system_of_a_recent_kernel_only(tmp_path, monkeypatch) -> None:
-    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        device = os.fstat(fd).st_dev
-        here = _mount_type(os.path.realpath(tmp_path)) in ("ext2", "ext3", "ext4", "xfs", "btrfs") and fscalls.kernel_at_least(
-            os.uname().release, (5, 17)
-        )
-        monkeypatch.setattr(fscalls, "_trusted", {})
-        assert fscalls.syncfs_trusted(fd, device) is here
-        monkeypatch.setattr(fscalls, "_trusted", {})
-        monkeypatch.setattr(fscalls, "file_system_magic", lambda fd: 0xEF53)
-        assert fscalls.syncfs_trusted(fd, device) is fscalls.kernel_at_least(os.uname().release, (5, 17))
-        monkeypatch.setattr(fscalls, "_trusted", {})
-        monkeypatch.setattr(fscalls.os, "uname", lambda: os.uname_result(("Linux", "h", "5.15.0-91-generic", "", "x86_64")))
-        assert fscalls.syncfs_trusted(fd, device) is False  # errors of the file system's own not reported yet
-        monkeypatch.setattr(fscalls, "_trusted", {})
-        monkeypatch.setattr(fscalls.os, "uname", lambda: os.uname_result(("Linux", "h", "6.1.0", "", "x86_64")))
-        monkeypatch.setattr(fscalls, "file_system_magic", lambda fd: 0x6969)  # NFS
-        assert fscalls.syncfs_trusted(fd, device) is False
-    finally:
-        os.close(fd)
+    path, device = str(tmp_path), os.stat(tmp_path).st_dev
+    here = _mount_type(os.path.realpath(tmp_path)) in ("ext2", "ext3", "ext4", "xfs", "btrfs") and fscalls.kernel_at_least(
+        os.uname().release, (5, 17)
+    )
+    monkeypatch.setattr(fscalls, "_trusted", {})
+    assert fscalls.syncfs_trusted(device, path) is here
+    monkeypatch.setattr(fscalls, "_trusted", {})
+    monkeypatch.setattr(fscalls, "file_system_magic", lambda path: 0xEF53)
+    assert fscalls.syncfs_trusted(device, path) is fscalls.kernel_at_least(os.uname().release, (5, 17))
+    monkeypatch.setattr(fscalls, "_trusted", {})
+    monkeypatch.setattr(fscalls.os, "uname", lambda: os.uname_result(("Linux", "h", "5.15.0-91-generic", "", "x86_64")))
+    assert fscalls.syncfs_trusted(device, path) is False  # errors of the file system's own not reported yet
+    monkeypatch.setattr(fscalls, "_trusted", {})
+    monkeypatch.setattr(fscalls.os, "uname", lambda: os.uname_result(("Linux", "h", "6.1.0", "", "x86_64")))
+    monkeypatch.setattr(fscalls, "file_system_magic", lambda path: 0x6969)  # NFS
+    assert fscalls.syncfs_trusted(device, path) is False
 
 
 def test_sync_file_system_syncs_and_reports_errors(tmp_path) -> None:

@@ -106,21 +106,11 @@ def _trusted_devices(uploads: Sequence["FileUpload"]) -> dict[str, int] | None:
         folder = upload._folder
         if folder in devices:
             continue
-        try:
-            if upload._file is not None:
-                fd = upload._file.fileno()
-                device = os.fstat(fd).st_dev
-                trusted = fscalls.syncfs_trusted(fd, device)
-            else:
-                fd = _open_folder(folder)
-                try:
-                    device = os.fstat(fd).st_dev
-                    trusted = fscalls.syncfs_trusted(fd, device)
-                finally:
-                    os.close(fd)
-        except (OSError, UploadFailed):  # a folder not made yet: the file-by-file way makes it
+        try:  # an open file's device, or its folder's (an empty object, made in place)
+            device = (os.fstat(upload._file.fileno()) if upload._file is not None else os.stat(folder)).st_dev
+        except OSError:  # a folder not made yet: the file-by-file way makes it
             return None
-        if not trusted:
+        if not fscalls.syncfs_trusted(device, folder):
             return None
         devices[folder] = device
     return devices

@@ -31,7 +31,7 @@ def _libc_function(name: str, argtypes: tuple) -> Callable[..., int] | None:
 _sync_file_range = _libc_function("sync_file_range", (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint))
 _renameat2 = _libc_function("renameat2", (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint))
 _syncfs = _libc_function("syncfs", (ctypes.c_int,))
-_fstatfs = _libc_function("fstatfs", (ctypes.c_int, ctypes.c_void_p))
+_statfs = _libc_function("statfs", (ctypes.c_char_p, ctypes.c_void_p))
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _SYNC_FILE_RANGE_WRITE = 2
@@ -106,18 +106,18 @@ def kernel_at_least(release: str, version: tuple[int, int]) -> bool:
     return found is not None and (int(found[1]), int(found[2])) >= version
 
 
-def file_system_magic(fd: int) -> int | None:
-    """The ``f_type`` of the file system ``fd`` is on (``statfs(2)``); None where unknown."""
-    if _fstatfs is None:
+def file_system_magic(path: str) -> int | None:
+    """The ``f_type`` of the file system ``path`` is on (``statfs(2)``); None where unknown."""
+    if _statfs is None:
         return None
     buffer = ctypes.create_string_buffer(256)  # struct statfs, f_type first
-    if _fstatfs(fd, buffer) != 0:
+    if _statfs(os.fsencode(path), buffer) != 0:
         return None
     return ctypes.c_long.from_buffer(buffer).value & 0xFFFFFFFF
 
 
-def syncfs_trusted(fd: int, device: int) -> bool:
-    """Whether ``syncfs`` on ``fd``'s file system stands for an fsync of each of its files and folders.
+def syncfs_trusted(device: int, path: str) -> bool:
+    """Whether ``syncfs`` on ``device``, the file system of ``path``, stands for an fsync of each of its files and folders.
 
     It does where the kernel reports every error through it (5.17 and
     later) and the file system is one whose ``sync_fs`` commits its journal
@@ -129,7 +129,7 @@ def syncfs_trusted(fd: int, device: int) -> bool:
         known = (
             _syncfs is not None
             and kernel_at_least(os.uname().release, SYNCFS_KERNEL)
-            and file_system_magic(fd) in SYNCFS_FILE_SYSTEMS
+            and file_system_magic(path) in SYNCFS_FILE_SYSTEMS
         )
         with _trusted_lock:
             _trusted[device] = known
